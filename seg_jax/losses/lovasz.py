@@ -1,0 +1,5 @@
+"""Placeholder: being written."""
+
+
+def lovasz_loss(*args, **kwargs):
+  raise NotImplementedError("lovasz_loss")
