@@ -1,0 +1,5 @@
+"""Segmentation models (Flax Linen). Needs the ``train`` extra (flax)."""
+
+from seg_jax.models.unet import NORMS, ConvBlock, UNet
+
+__all__ = ["NORMS", "ConvBlock", "UNet"]
