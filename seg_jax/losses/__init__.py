@@ -10,11 +10,15 @@ This package imports only jax, numpy and chex.
 """
 
 from seg_jax.losses.boundary import boundary_loss, hausdorff_dt_loss
-from seg_jax.losses.cldice import cldice_loss
+from seg_jax.losses.cldice import cldice_loss, soft_skeleton
 from seg_jax.losses.compound import combine, deep_supervision, dice_ce_loss, dice_focal_loss
 from seg_jax.losses.cross_entropy import binary_cross_entropy, cross_entropy
 from seg_jax.losses.dice import dice_loss, log_cosh_dice_loss
-from seg_jax.losses.distance import distance_transform_edt, signed_distance_map
+from seg_jax.losses.distance import (
+  boundary_distance_map,
+  distance_transform_edt,
+  signed_distance_map,
+)
 from seg_jax.losses.focal import focal_loss
 from seg_jax.losses.generalized_dice import generalized_dice_loss
 from seg_jax.losses.jaccard import jaccard_loss
@@ -26,6 +30,7 @@ from seg_jax.losses.unified_focal import unified_focal_loss
 
 __all__ = [
   "binary_cross_entropy",
+  "boundary_distance_map",
   "boundary_loss",
   "check_labels",
   "cldice_loss",
@@ -49,6 +54,7 @@ __all__ = [
   "options",
   "register",
   "signed_distance_map",
+  "soft_skeleton",
   "tversky_loss",
   "unified_focal_loss",
 ]
