@@ -1,9 +1,552 @@
-"""Placeholder: being written."""
+r"""Dice losses, and the soft overlap statistics shared by every overlap (region) loss.
+
+The overlap losses (:func:`dice_loss`, :func:`log_cosh_dice_loss`, and
+:func:`~seg_jax.losses.jaccard_loss`, :func:`~seg_jax.losses.tversky_loss`,
+:func:`~seg_jax.losses.focal_tversky_loss`, :func:`~seg_jax.losses.generalized_dice_loss` in
+their own modules) are all functions of three soft, weighted statistics per class :math:`c`:
+
+.. math::
+  I_c = \sum_i w_i\, p_{ic}\, g_{ic}, \qquad
+  P_c = \sum_i w_i\, p_{ic}, \qquad
+  G_c = \sum_i w_i\, g_{ic},
+
+with :math:`p` the probabilities (softmax over channels in multiclass mode, sigmoid in binary and
+multilabel mode, the inputs themselves with ``from_logits=False``), :math:`g` the one-hot or soft
+targets and :math:`w` the pixel weights (``mask`` x label validity; ignored pixels have weight 0).
+The sums run over the spatial axes of each image (``per_image=True``, statistics ``(batch, C)``)
+or also over the batch -- and, with ``axis_name``, over the devices -- (``per_image=False``, the
+default: nnU-Net's "batch dice", also segmentation_models_pytorch's default), giving ``(C,)``.
+They are the statistics of :func:`seg_jax.losses._common.region_sums` evaluated on
+:func:`~seg_jax.losses._common.probabilities`, computed here channel by channel (see
+:func:`overlap_sums`), which is 2x (5x with the gradient) faster on XLA CPU.
+
+Each loss turns the statistics into one loss value per class, averages the classes with
+:func:`~seg_jax.losses._common.class_mean` (``class_weights``; background channel 0 left out in
+multiclass mode with ``include_background=False``; classes with empty ground truth left out with
+``ignore_empty=True``) and reduces the images with :func:`~seg_jax.losses._common.reduce_images`.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from seg_jax.losses._common import (
+  EPS,
+  Inputs,
+  check_class_vector,
+  check_reduction,
+  class_mean,
+  image_has_pixels,
+  prepare,
+  probabilities,
+  reduce_images,
+  region_sums,
+  safe_divide,
+)
+from seg_jax.losses.registry import register
+
+# Up to this many channels the statistics are computed channel-major from explicit per-channel
+# operations (fast on XLA CPU, where reductions over a small last axis are slow); above it, the
+# channels-last region_sums.
+_MAX_UNROLLED_CHANNELS = 16
+
+Stats = tuple[jax.Array, jax.Array, jax.Array]
 
 
-def dice_loss(*args, **kwargs):
-  raise NotImplementedError("dice_loss")
+# --------------------------------------------------------------------------------------------
+# Option checks shared by the overlap losses.
 
 
-def log_cosh_dice_loss(*args, **kwargs):
-  raise NotImplementedError("log_cosh_dice_loss")
+def check_flag(name: str, value, *, loss: str) -> None:
+  """Raises TypeError naming ``name`` unless ``value`` is a Python/NumPy bool."""
+  if not isinstance(value, bool | np.bool_):
+    raise TypeError(f"{loss}: {name} must be True or False, got {value!r}.")
+
+
+def check_number(
+  name: str, value, *, loss: str, minimum: float = 0.0, strict: bool = False
+) -> None:
+  """Raises ValueError naming ``name`` unless ``value`` is a finite number ``>= minimum``.
+
+  ``strict`` asks for ``> minimum``. Traced scalars are accepted unchecked (their value is not
+  known at trace time); anything that is not a scalar raises.
+  """
+  if isinstance(value, jax.core.Tracer):
+    if np.shape(value) != ():
+      raise ValueError(f"{loss}: {name} must be a scalar, got shape {np.shape(value)}.")
+    return
+  try:
+    v = float(value)
+  except (TypeError, ValueError):
+    raise TypeError(f"{loss}: {name} must be a number, got {value!r}.") from None
+  bad = not np.isfinite(v) or (v <= minimum if strict else v < minimum)
+  if bad:
+    rel = ">" if strict else ">="
+    raise ValueError(f"{loss}: {name} must be a finite number {rel} {minimum}, got {value!r}.")
+
+
+def check_region_options(
+  *,
+  loss: str,
+  reduction: str,
+  per_image,
+  include_background,
+  ignore_empty,
+  smooth,
+) -> None:
+  """Validates the options every overlap loss takes (before any computation)."""
+  check_reduction(reduction, loss=loss, per_image=per_image)
+  check_flag("include_background", include_background, loss=loss)
+  check_flag("ignore_empty", ignore_empty, loss=loss)
+  check_number("smooth", smooth, loss=loss)
+
+
+def check_class_weights(class_weights, num_channels: int, *, loss: str) -> jax.Array | None:
+  """``check_class_vector`` plus a check (when not traced) that the weights are finite, >= 0."""
+  arr = check_class_vector("class_weights", class_weights, num_channels, loss=loss)
+  if arr is not None and not isinstance(arr, jax.core.Tracer):
+    host = np.asarray(arr)
+    if not np.all(np.isfinite(host) & (host >= 0)):
+      raise ValueError(f"{loss}: class_weights must be finite and >= 0, got {host.tolist()}.")
+  return arr
+
+
+# --------------------------------------------------------------------------------------------
+# Soft statistics.
+
+
+def _channel_probabilities(scores: jax.Array, kind: str) -> list[jax.Array]:
+  """Probabilities of ``scores`` ``(batch, *spatial, C)`` as one ``(batch, *spatial)`` per channel.
+
+  ``kind`` is ``'softmax'``, ``'sigmoid'`` or ``'identity'`` (scores already probabilities). The
+  softmax is built from explicit per-channel operations (max, exp, sum), so no reduction runs
+  over the small channel axis (slow on XLA CPU).
+  """
+  chans = [scores[..., k] for k in range(scores.shape[-1])]
+  if kind == "identity":
+    return chans
+  if kind == "sigmoid":
+    return [jax.nn.sigmoid(s) for s in chans]
+  top = chans[0]
+  for s in chans[1:]:
+    top = jnp.maximum(top, s)
+  exps = [jnp.exp(s - top) for s in chans]
+  total = exps[0]
+  for e in exps[1:]:
+    total = total + e
+  inv = 1.0 / total
+  return [e * inv for e in exps]
+
+
+def _weighted_sums(
+  probs: list[jax.Array], weighted_targets, weights, axes, squared: bool
+) -> tuple[jax.Array, jax.Array]:
+  """``(sum_i p_c w g_c, sum_i w p_c [p_c])`` per channel, stacked on axis 0."""
+  inter = jnp.stack([(p * wg).sum(axes) for p, wg in zip(probs, weighted_targets, strict=True)])
+  pred = jnp.stack([(weights * p * p if squared else weights * p).sum(axes) for p in probs])
+  return inter, pred
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(3, 4, 5))
+def _soft_sums(scores, weighted_targets, weights, kind, axes, squared):
+  """``(I, P)`` per channel (axis 0) from ``scores``; see :func:`overlap_sums`.
+
+  A custom JVP keeps the derivative in the same per-channel form (the automatic one assembles
+  the gradient in a fusion that recomputes the softmax several times over, about 3x slower on
+  XLA CPU); being a JVP, it serves forward and reverse mode alike.
+  """
+  probs = _channel_probabilities(scores, kind)
+  return _weighted_sums(probs, weighted_targets, weights, axes, squared)
+
+
+@_soft_sums.defjvp
+def _soft_sums_jvp(kind, axes, squared, primals, tangents):
+  scores, weighted_targets, weights = primals
+  # Labels and mask enter as constants (overlap_sums stops their gradient): only d(scores).
+  d_scores = tangents[0]
+  probs = _channel_probabilities(scores, kind)
+  out = _weighted_sums(probs, weighted_targets, weights, axes, squared)
+  d_chans = [d_scores[..., k] for k in range(scores.shape[-1])]
+  if kind == "softmax":
+    mean = probs[0] * d_chans[0]
+    for p, d in zip(probs[1:], d_chans[1:], strict=True):
+      mean = mean + p * d
+    d_probs = [p * (d - mean) for p, d in zip(probs, d_chans, strict=True)]
+  elif kind == "sigmoid":
+    d_probs = [p * (1.0 - p) * d for p, d in zip(probs, d_chans, strict=True)]
+  else:
+    d_probs = d_chans
+  d_inter = jnp.stack([(d * wg).sum(axes) for d, wg in zip(d_probs, weighted_targets, strict=True)])
+  d_pred = jnp.stack(
+    [
+      ((2.0 * weights * p if squared else weights) * d).sum(axes)
+      for p, d in zip(probs, d_probs, strict=True)
+    ]
+  )
+  return out, (d_inter, d_pred)
+
+
+def _channel_weighted_targets(x: Inputs) -> list[jax.Array]:
+  """``w * g_c`` as one ``(batch, *spatial)`` float32 array per channel."""
+  w = x.weights
+  if x.class_map is None:
+    return [w * x.targets[..., k] for k in range(x.num_classes)]
+  if x.mode == "binary":
+    return [w * x.class_map.astype(jnp.float32)]
+  return [jnp.where(x.class_map == k, w, 0.0) for k in range(x.num_classes)]
+
+
+def overlap_sums(x: Inputs, *, per_image: bool, axis_name=None, squared: bool = False) -> Stats:
+  """Soft statistics ``(I, P, G)``, equal to ``region_sums(x, probabilities(x), ...)``.
+
+  For up to ``_MAX_UNROLLED_CHANNELS`` channels they are computed channel by channel: the
+  probabilities and the weighted targets are built as one ``(batch, *spatial)`` array per
+  channel and each statistic is a plain sum of a product of two such arrays. On XLA CPU this is
+  about 2x faster than the channels-last form (whose softmax reduces over a small last axis and
+  whose per-class sums keep one), and 5x faster with the gradient, which a custom JVP keeps in
+  the same per-channel form (measured at (8, 256, 256, 4) on a 2-core CPU). More channels use
+  :func:`~seg_jax.losses._common.region_sums` directly.
+
+  Gradients flow to the logits only (labels and mask are constants of the loss).
+
+  Args:
+    x: the prepared inputs.
+    per_image: statistics per image ``(batch, C)``; else pooled over the batch ``(C,)`` and
+      ``psum``-ed over ``axis_name``.
+    axis_name: mapped axis name (``shard_map``/``pmap``) to pool over, or None.
+    squared: ``P = sum(w p^2)``, ``G = sum(w g^2)`` (Milletari's denominators); ``I`` unchanged.
+
+  Returns:
+    ``(intersection, pred_sum, target_sum)``.
+  """
+  x = x._replace(targets=jax.lax.stop_gradient(x.targets), weights=jax.lax.stop_gradient(x.weights))
+  if x.num_classes > _MAX_UNROLLED_CHANNELS:
+    return region_sums(
+      x, probabilities(x), per_image=per_image, axis_name=axis_name, squared=squared
+    )
+  axes = x.spatial_axes if per_image else tuple(range(x.weights.ndim))
+  if not x.from_logits:
+    kind = "identity"
+  else:
+    kind = "softmax" if x.mode == "multiclass" else "sigmoid"
+  if squared:
+    # sum(w g^2): the targets may be soft.
+    wg = [x.weights * x.targets[..., k] ** 2 for k in range(x.num_classes)]
+    targets = [x.weights * x.targets[..., k] for k in range(x.num_classes)]
+  else:
+    wg = targets = _channel_weighted_targets(x)
+  inter, pred = _soft_sums(x.scores, targets, x.weights, kind, axes, squared)
+  target = jnp.stack([t.sum(axes) for t in wg])
+  if per_image:
+    return inter.T, pred.T, target.T
+  if axis_name is not None:
+    inter, pred, target = jax.lax.psum((inter, pred, target), axis_name)
+  return inter, pred, target
+
+
+# --------------------------------------------------------------------------------------------
+# The shared probs -> statistics -> class mean -> reduction chain.
+
+
+def overlap_loss(
+  logits: jax.Array,
+  labels: jax.Array,
+  *,
+  loss: str,
+  per_class: Callable[[jax.Array, jax.Array, jax.Array], jax.Array],
+  mode,
+  from_logits: bool,
+  mask,
+  ignore_index,
+  reduction: str,
+  axis_name,
+  include_background: bool,
+  class_weights,
+  per_image: bool,
+  ignore_empty: bool,
+  squared: bool = False,
+  per_unit: Callable[[jax.Array], jax.Array] | None = None,
+) -> jax.Array:
+  """Runs an overlap loss: prepare -> soft statistics -> per-class loss -> class mean -> reduce.
+
+  The caller validates its own options first (:func:`check_region_options` and loss-specific
+  ones).
+
+  Args:
+    logits, labels, mode, from_logits, mask, ignore_index, reduction, axis_name,
+    include_background, class_weights, per_image, ignore_empty: as in the losses.
+    loss: registry name, for error messages.
+    per_class: ``(I, P, G) -> loss`` per class, elementwise on ``(..., C)`` arrays.
+    squared: use squared denominators in ``P`` and ``G``.
+    per_unit: optional function applied to the class-mean loss of each image (``per_image``)
+      or of the pooled batch, before the mean over images (e.g. log-cosh).
+
+  Returns:
+    The reduced loss, float32.
+  """
+  x = prepare(
+    logits,
+    labels,
+    mode=mode,
+    from_logits=from_logits,
+    mask=mask,
+    ignore_index=ignore_index,
+    loss=loss,
+  )
+  cw = check_class_weights(class_weights, x.num_classes, loss=loss)
+  inter, pred, target = overlap_sums(x, per_image=per_image, axis_name=axis_name, squared=squared)
+  values, counted = class_mean(
+    per_class(inter, pred, target),
+    target,
+    mode=x.mode,
+    include_background=include_background,
+    class_weights=cw,
+    ignore_empty=ignore_empty,
+  )
+  if per_unit is not None:
+    values = per_unit(values)
+  return finish(values, counted, x, per_image=per_image, reduction=reduction, axis_name=axis_name)
+
+
+def finish(
+  values: jax.Array,
+  counted: jax.Array,
+  x: Inputs,
+  *,
+  per_image: bool,
+  reduction: str,
+  axis_name,
+) -> jax.Array:
+  """``reduce_images`` leaving out images without any kept pixel (``per_image``)."""
+  if per_image:
+    counted = counted * image_has_pixels(x)
+  return reduce_images(
+    values, counted, per_image=per_image, reduction=reduction, axis_name=axis_name
+  ).astype(jnp.float32)
+
+
+def dice_score(inter: jax.Array, pred: jax.Array, target: jax.Array, smooth) -> jax.Array:
+  """Smoothed soft dice ``(2 I + smooth) / (P + G + smooth)``; 1 for 0/0."""
+  return safe_divide(2.0 * inter + smooth, pred + target + smooth, empty=1.0)
+
+
+# --------------------------------------------------------------------------------------------
+# Losses.
+
+
+@register("dice")
+def dice_loss(
+  logits: jax.Array,
+  labels: jax.Array,
+  *,
+  mode: str | None = None,
+  from_logits: bool = True,
+  mask: jax.Array | None = None,
+  ignore_index: int | None = None,
+  reduction: str = "mean",
+  axis_name=None,
+  include_background: bool = True,
+  class_weights=None,
+  per_image: bool = False,
+  smooth: float = 1e-5,
+  ignore_empty: bool = False,
+  squared: bool = False,
+  log: bool = False,
+) -> jax.Array:
+  r"""Soft dice loss (Milletari et al. 2016), averaged over classes.
+
+  Per class :math:`c`, with the soft statistics :math:`I_c = \sum_i w_i p_{ic} g_{ic}`,
+  :math:`P_c = \sum_i w_i p_{ic}`, :math:`G_c = \sum_i w_i g_{ic}` over the pixels :math:`i` of
+  one image (``per_image=True``) or of the whole batch (``per_image=False``):
+
+  .. math::
+    D_c = \frac{2 I_c + s}{P_c + G_c + s}, \qquad
+    \ell_c = 1 - D_c \quad\text{or (log=True)}\quad \ell_c = -\log \max(D_c, 10^{-7}).
+
+  With ``squared=True`` the denominator is :math:`\sum_i w_i p_{ic}^2 + \sum_i w_i g_{ic}^2 + s`
+  (V-Net's form). The loss is the ``class_weights``-weighted mean of :math:`\ell_c` over the
+  counted classes, then the mean over images (``per_image``).
+
+  Conventions: a class with empty ground truth (:math:`G_c = 0`) gives
+  :math:`D_c = s / (P_c + s)`: 1 (loss 0) if the prediction is empty too, :math:`\approx 0`
+  (loss :math:`\approx 1`) otherwise; with ``smooth=0`` the 0/0 case counts as :math:`D_c = 1`.
+  ``ignore_empty=True`` leaves such classes out of the mean instead (an image or batch with no
+  class left counts as nothing: it is left out of the mean over images). Images whose pixels are
+  all ignored are left out of the mean over images. The log form is applied per class before
+  the class mean (as segmentation_models_pytorch does) and is clipped at :math:`D_c = 10^{-7}`,
+  so it is finite (at most about 16.1) but not bounded by 1.
+
+  Args:
+    logits: ``(batch, *spatial, C)`` scores (1-3 spatial dims); probabilities if
+      ``from_logits=False``.
+    labels: integer class map ``(batch, *spatial)`` or dense (one-hot/soft) labels of
+      ``logits.shape``.
+    mode: ``'binary'`` (1 channel, sigmoid), ``'multiclass'`` (softmax), ``'multilabel'``
+      (independent sigmoids) or None (binary for 1 channel, else multiclass).
+    from_logits: False if ``logits`` already hold probabilities.
+    mask: optional ``(batch, *spatial)`` pixel weights, 0 = ignore.
+    ignore_index: label value to ignore (integer class maps).
+    reduction: ``'mean'``, ``'sum'`` (over images; pooled statistics give one value either
+      way) or ``'none'`` (``(batch,)``, needs ``per_image=True``; 0 for an image left out).
+    axis_name: mapped axis to ``psum`` the pooled statistics (or the per-image means) over,
+      inside ``shard_map``/``pmap``, so the value equals the single-device one on the global
+      batch.
+    include_background: False leaves channel 0 out of the class mean (multiclass mode only;
+      binary/multilabel outputs have no background channel).
+    class_weights: optional ``(C,)`` non-negative weights of the class mean.
+    per_image: statistics per image then averaged over images, or (False) pooled over the
+      batch.
+    smooth: :math:`s \ge 0`, added to numerator and denominator.
+    ignore_empty: leave classes with empty ground truth out of the class mean.
+    squared: squared terms in the denominator (Milletari's V-Net dice).
+    log: the :math:`-\log D_c` form instead of :math:`1 - D_c`.
+
+  Returns:
+    float32 scalar, or ``(batch,)`` for ``reduction='none'``. In :math:`[0, 1]` unless
+    ``log=True``; 0 (up to ``smooth``) for a perfect prediction.
+
+  References:
+    Milletari, Navab, Ahmadi. "V-Net: Fully Convolutional Neural Networks for Volumetric
+    Medical Image Segmentation", 3DV 2016.
+    Isensee et al. "nnU-Net", Nature Methods 2021 (batch dice).
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from seg_jax.losses import dice_loss
+    >>> probs = jnp.array([[0.0, 0.9, 0.9, 0.0]])[..., None]  # (batch=1, 4 pixels, 1 channel)
+    >>> labels = jnp.array([[0, 1, 1, 0]])
+    >>> print(f"{dice_loss(probs, labels, from_logits=False, smooth=0.0):.4f}")
+    0.0526
+  """
+  name = "dice"
+  check_region_options(
+    loss=name,
+    reduction=reduction,
+    per_image=per_image,
+    include_background=include_background,
+    ignore_empty=ignore_empty,
+    smooth=smooth,
+  )
+  check_flag("squared", squared, loss=name)
+  check_flag("log", log, loss=name)
+
+  def per_class(inter, pred, target):
+    d = dice_score(inter, pred, target, smooth)
+    return -jnp.log(jnp.maximum(d, EPS)) if log else 1.0 - d
+
+  return overlap_loss(
+    logits,
+    labels,
+    loss=name,
+    per_class=per_class,
+    mode=mode,
+    from_logits=from_logits,
+    mask=mask,
+    ignore_index=ignore_index,
+    reduction=reduction,
+    axis_name=axis_name,
+    include_background=include_background,
+    class_weights=class_weights,
+    per_image=per_image,
+    ignore_empty=ignore_empty,
+    squared=squared,
+  )
+
+
+@register("log_cosh_dice")
+def log_cosh_dice_loss(
+  logits: jax.Array,
+  labels: jax.Array,
+  *,
+  mode: str | None = None,
+  from_logits: bool = True,
+  mask: jax.Array | None = None,
+  ignore_index: int | None = None,
+  reduction: str = "mean",
+  axis_name=None,
+  include_background: bool = True,
+  class_weights=None,
+  per_image: bool = False,
+  smooth: float = 1e-5,
+  ignore_empty: bool = False,
+  squared: bool = False,
+) -> jax.Array:
+  r"""Log-cosh dice loss (Jadon 2020): :math:`\log\cosh` of the dice loss.
+
+  .. math::
+    L = \log\cosh\Big(\sum_c \tilde w_c\, (1 - D_c)\Big), \qquad
+    D_c = \frac{2 I_c + s}{P_c + G_c + s},
+
+  where the inner sum is the class mean of :func:`dice_loss` (:math:`\tilde w` the normalised
+  class weights). Following Jadon's formulation (and reference code), :math:`\log\cosh` is
+  applied to the class-averaged dice loss -- of each image with ``per_image=True``, then averaged
+  over images, or of the pooled batch -- not to each class. :math:`\log\cosh x \approx x^2/2`
+  near 0, so the loss is smaller and smoother than the dice loss; it lies in
+  :math:`[0, \log\cosh 1 \approx 0.4338]`.
+
+  All conventions (empty ground truth, ``ignore_empty``, ignored pixels, ``per_image``,
+  ``squared``) are those of :func:`dice_loss`.
+
+  Args:
+    logits: ``(batch, *spatial, C)`` scores; probabilities if ``from_logits=False``.
+    labels: integer class map ``(batch, *spatial)`` or dense labels of ``logits.shape``.
+    mode: ``'binary'``, ``'multiclass'``, ``'multilabel'`` or None (from the channel count).
+    from_logits: False if ``logits`` already hold probabilities.
+    mask: optional ``(batch, *spatial)`` pixel weights, 0 = ignore.
+    ignore_index: label value to ignore (integer class maps).
+    reduction: ``'mean'``, ``'sum'`` or ``'none'`` (``(batch,)``, needs ``per_image=True``).
+    axis_name: mapped axis to pool over inside ``shard_map``/``pmap``.
+    include_background: False leaves channel 0 out (multiclass mode only).
+    class_weights: optional ``(C,)`` non-negative weights of the class mean.
+    per_image: statistics per image, or (False) pooled over the batch.
+    smooth: :math:`s \ge 0`.
+    ignore_empty: leave classes with empty ground truth out of the class mean.
+    squared: squared terms in the dice denominator.
+
+  Returns:
+    float32 scalar, or ``(batch,)`` for ``reduction='none'``.
+
+  References:
+    Jadon. "A survey of loss functions for semantic segmentation", IEEE CIBCB 2020.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from seg_jax.losses import log_cosh_dice_loss
+    >>> probs = jnp.array([[0.0, 0.9, 0.9, 0.0]])[..., None]
+    >>> labels = jnp.array([[0, 1, 1, 0]])
+    >>> print(f"{log_cosh_dice_loss(probs, labels, from_logits=False, smooth=0.0):.5f}")
+    0.00138
+  """
+  name = "log_cosh_dice"
+  check_region_options(
+    loss=name,
+    reduction=reduction,
+    per_image=per_image,
+    include_background=include_background,
+    ignore_empty=ignore_empty,
+    smooth=smooth,
+  )
+  check_flag("squared", squared, loss=name)
+  return overlap_loss(
+    logits,
+    labels,
+    loss=name,
+    per_class=lambda i, p, g: 1.0 - dice_score(i, p, g, smooth),
+    mode=mode,
+    from_logits=from_logits,
+    mask=mask,
+    ignore_index=ignore_index,
+    reduction=reduction,
+    axis_name=axis_name,
+    include_background=include_background,
+    class_weights=class_weights,
+    per_image=per_image,
+    ignore_empty=ignore_empty,
+    squared=squared,
+    per_unit=lambda v: jnp.log(jnp.cosh(v)),
+  )
