@@ -336,6 +336,7 @@ def class_mean(
 def reduce_images(
   values: jax.Array,
   counted: jax.Array,
+  inputs: Inputs,
   *,
   per_image: bool,
   reduction: str,
@@ -343,14 +344,17 @@ def reduce_images(
 ) -> jax.Array:
   """Reduces region-loss values: ``(batch,)`` with ``per_image``, else a pooled scalar.
 
-  Per image, ``'mean'`` averages over the images that count (``counted`` = 1; an image with no
-  kept pixel, or none of its classes counted, is left out) across the ``axis_name`` devices,
-  ``'sum'`` adds them, ``'none'`` returns them. Pooled statistics already give one value for the
-  batch, returned for ``'mean'`` and ``'sum'``.
+  An entry counts when ``counted`` is 1 (some class was counted, see :func:`class_mean`) and it
+  has at least one kept pixel (an all-ignored image, or with pooled statistics an all-ignored
+  global batch, gives 0 and drops out). Per image, ``'mean'`` averages over the images that count
+  across the ``axis_name`` devices, ``'sum'`` adds them, ``'none'`` returns them. Pooled
+  statistics already give one value for the batch, returned for ``'mean'`` and ``'sum'``.
   """
   if not per_image:
-    return values * counted
-  values = values * counted
+    kept = _psum(inputs.weights.sum(), axis_name) > 0
+    return values * counted * kept.astype(jnp.float32)
+  values = values * counted * image_has_pixels(inputs)
+  counted = counted * image_has_pixels(inputs)
   if reduction == "none":
     return values
   total = _psum(values.sum(), axis_name)

@@ -26,7 +26,6 @@ from seg_jax.losses._common import (
   check_class_vector,
   check_reduction,
   class_mean,
-  image_has_pixels,
   prepare,
   probabilities,
   reduce_images,
@@ -243,8 +242,6 @@ def cldice_loss(
     class_weights=cw,
     ignore_empty=ignore_empty,
   )
-  if per_image:
-    counted = counted * image_has_pixels(x)
-  else:
-    counted = counted * (_psum(x.weights.sum(), axis_name) > 0)
-  return reduce_images(loss, counted, per_image=per_image, reduction=reduction, axis_name=axis_name)
+  return reduce_images(
+    loss, counted, x, per_image=per_image, reduction=reduction, axis_name=axis_name
+  )

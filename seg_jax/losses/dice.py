@@ -41,7 +41,6 @@ from seg_jax.losses._common import (
   check_class_vector,
   check_reduction,
   class_mean,
-  image_has_pixels,
   prepare,
   probabilities,
   reduce_images,
@@ -310,24 +309,9 @@ def overlap_loss(
   )
   if per_unit is not None:
     values = per_unit(values)
-  return finish(values, counted, x, per_image=per_image, reduction=reduction, axis_name=axis_name)
-
-
-def finish(
-  values: jax.Array,
-  counted: jax.Array,
-  x: Inputs,
-  *,
-  per_image: bool,
-  reduction: str,
-  axis_name,
-) -> jax.Array:
-  """``reduce_images`` leaving out images without any kept pixel (``per_image``)."""
-  if per_image:
-    counted = counted * image_has_pixels(x)
   return reduce_images(
-    values, counted, per_image=per_image, reduction=reduction, axis_name=axis_name
-  ).astype(jnp.float32)
+    values, counted, x, per_image=per_image, reduction=reduction, axis_name=axis_name
+  )
 
 
 def dice_score(inter: jax.Array, pred: jax.Array, target: jax.Array, smooth) -> jax.Array:

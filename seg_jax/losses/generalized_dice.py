@@ -5,11 +5,10 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from seg_jax.losses._common import prepare, safe_divide
+from seg_jax.losses._common import prepare, reduce_images, safe_divide
 from seg_jax.losses.dice import (
   check_class_weights,
   check_region_options,
-  finish,
   overlap_sums,
 )
 from seg_jax.losses.registry import register
@@ -156,4 +155,6 @@ def generalized_dice_loss(
   den = (w * (pred + target)).sum(-1) + smooth
   values = 1.0 - safe_divide(num, den, empty=1.0)
   counted = any_present if ignore_empty else jnp.ones_like(values)
-  return finish(values, counted, x, per_image=per_image, reduction=reduction, axis_name=axis_name)
+  return reduce_images(
+    values, counted, x, per_image=per_image, reduction=reduction, axis_name=axis_name
+  )

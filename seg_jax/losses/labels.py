@@ -1,4 +1,4 @@
-"""Eager validation of integer label maps (the data pipeline calls it; losses cannot raise in jit)."""
+"""Eager validation of integer label maps (losses cannot raise inside jit)."""
 
 from __future__ import annotations
 

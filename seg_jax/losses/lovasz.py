@@ -225,8 +225,6 @@ def lovasz_loss(
     class_weights=cw,
     ignore_empty=ignore_empty,
   )
-  has_pixels = kept.sum(x.spatial_axes) > 0
-  if not per_image:
-    has_pixels = _psum(has_pixels.sum(), axis_name) > 0
-  counted = counted * has_pixels.astype(jnp.float32)
-  return reduce_images(loss, counted, per_image=per_image, reduction=reduction, axis_name=axis_name)
+  return reduce_images(
+    loss, counted, x, per_image=per_image, reduction=reduction, axis_name=axis_name
+  )

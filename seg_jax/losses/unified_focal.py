@@ -18,7 +18,6 @@ from seg_jax.losses._common import (
   check_class_vector,
   check_reduction,
   class_mean,
-  image_has_pixels,
   log_probabilities,
   prepare,
   probabilities,
@@ -213,9 +212,9 @@ def unified_focal_loss(
 
   if per_image:
     focal = reduce_pixels(focal_pixels, w, reduction="none")
-    counted = image_has_pixels(x)
   else:
     focal = reduce_pixels(focal_pixels, w, reduction="mean", axis_name=axis_name)
-    counted = (_psum(w.sum(), axis_name) > 0).astype(jnp.float32)
   loss = weight * focal + (1.0 - weight) * tversky
-  return reduce_images(loss, counted, per_image=per_image, reduction=reduction, axis_name=axis_name)
+  return reduce_images(
+    loss, jnp.ones_like(loss), x, per_image=per_image, reduction=reduction, axis_name=axis_name
+  )
