@@ -32,6 +32,8 @@ import numpy as np
 MODES = ("binary", "multiclass", "multilabel")
 REDUCTIONS = ("mean", "sum", "none")
 
+_UNCHECKED = object()  # Default of options that a check leaves alone.
+
 # Probabilities given with ``from_logits=False`` are clipped to [EPS, 1 - EPS] before any log.
 EPS = 1e-7
 
@@ -90,6 +92,55 @@ def check_reduction(reduction: str, *, loss: str, per_image: bool | None = None)
     )
 
 
+def check_flag(name: str, value, *, loss: str) -> None:
+  """Raises TypeError naming ``name`` unless ``value`` is a Python/NumPy bool."""
+  if not isinstance(value, bool | np.bool_):
+    raise TypeError(f"{loss}: {name} must be True or False, got {value!r}.")
+
+
+def check_number(
+  name: str, value, *, loss: str, minimum: float = 0.0, strict: bool = False
+) -> None:
+  """Raises ValueError naming ``name`` unless ``value`` is a finite number ``>= minimum``.
+
+  ``strict`` asks for ``> minimum``. Traced scalars are accepted unchecked (their value is not
+  known at trace time); anything that is not a scalar raises.
+  """
+  if isinstance(value, jax.core.Tracer):
+    if np.shape(value) != ():
+      raise ValueError(f"{loss}: {name} must be a scalar, got shape {np.shape(value)}.")
+    return
+  try:
+    v = float(value)
+  except (TypeError, ValueError):
+    raise TypeError(f"{loss}: {name} must be a number, got {value!r}.") from None
+  bad = not np.isfinite(v) or (v <= minimum if strict else v < minimum)
+  if bad:
+    rel = ">" if strict else ">="
+    raise ValueError(f"{loss}: {name} must be a finite number {rel} {minimum}, got {value!r}.")
+
+
+def check_region_options(
+  *,
+  loss: str,
+  reduction: str,
+  per_image,
+  include_background,
+  ignore_empty=_UNCHECKED,
+  smooth=_UNCHECKED,
+) -> None:
+  """Validates the options every region loss takes (before any computation).
+
+  ``ignore_empty`` and ``smooth`` are checked when given (a loss without them leaves them out).
+  """
+  check_reduction(reduction, loss=loss, per_image=per_image)
+  check_flag("include_background", include_background, loss=loss)
+  if ignore_empty is not _UNCHECKED:
+    check_flag("ignore_empty", ignore_empty, loss=loss)
+  if smooth is not _UNCHECKED:
+    check_number("smooth", smooth, loss=loss)
+
+
 def resolve_mode(mode: str | None, num_channels: int, *, loss: str) -> str:
   """Returns the mode to use for ``num_channels`` output channels, checking that it fits."""
   if mode is None:
@@ -118,6 +169,10 @@ def check_class_vector(name: str, value, num_channels: int, *, loss: str) -> jax
       f"{loss}: {name} must have shape ({num_channels},) (one value per channel of logits), "
       f"got shape {tuple(arr.shape)}."
     )
+  if not isinstance(arr, jax.core.Tracer):
+    host = np.asarray(arr)
+    if not np.all(np.isfinite(host) & (host >= 0)):
+      raise ValueError(f"{loss}: {name} must be finite and >= 0, got {host.tolist()}.")
   return arr
 
 

@@ -15,6 +15,7 @@ import numpy as np
 
 from seg_jax.losses._common import (
   check_class_vector,
+  check_flag,
   check_reduction,
   prepare,
   probabilities,
@@ -23,11 +24,6 @@ from seg_jax.losses._common import (
 )
 from seg_jax.losses.distance import boundary_distance_map, signed_distance_map
 from seg_jax.losses.registry import register
-
-
-def _check_bool(name: str, value, *, loss: str) -> None:
-  if not isinstance(value, bool | np.bool_):
-    raise TypeError(f"{loss}: {name} must be True or False, got {value!r}.")
 
 
 def _channels(x, include_background: bool, class_weights, *, loss: str):
@@ -144,7 +140,7 @@ def boundary_loss(
   """
   name = "boundary"
   check_reduction(reduction, loss=name)
-  _check_bool("include_background", include_background, loss=name)
+  check_flag("include_background", include_background, loss=name)
   if distance_maps is not None and sampling is not None:
     raise ValueError(
       f"{name}: sampling={sampling!r} is only used to compute the distance maps; with "
@@ -254,7 +250,7 @@ def hausdorff_dt_loss(
   """
   name = "hausdorff_dt"
   check_reduction(reduction, loss=name)
-  _check_bool("include_background", include_background, loss=name)
+  check_flag("include_background", include_background, loss=name)
   try:
     alpha_value = float(alpha)
   except (TypeError, jax.errors.ConcretizationTypeError) as e:

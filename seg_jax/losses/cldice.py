@@ -24,7 +24,7 @@ from jax import lax
 from seg_jax.losses._common import (
   _psum,
   check_class_vector,
-  check_reduction,
+  check_region_options,
   class_mean,
   prepare,
   probabilities,
@@ -196,7 +196,14 @@ def cldice_loss(
     >>> float(cldice_loss(logits, labels)) < 1e-4
     True
   """
-  check_reduction(reduction, loss=_NAME, per_image=per_image)
+  check_region_options(
+    loss=_NAME,
+    reduction=reduction,
+    per_image=per_image,
+    include_background=include_background,
+    ignore_empty=ignore_empty,
+    smooth=smooth,
+  )
   if not 0.0 <= alpha <= 1.0:
     raise ValueError(f"{_NAME}: alpha must be in [0, 1], got {alpha!r}.")
   if isinstance(num_iter, bool) or not isinstance(num_iter, int) or num_iter < 1:

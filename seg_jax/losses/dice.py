@@ -33,13 +33,13 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from seg_jax.losses._common import (
   EPS,
   Inputs,
   check_class_vector,
-  check_reduction,
+  check_flag,
+  check_region_options,
   class_mean,
   prepare,
   probabilities,
@@ -55,64 +55,6 @@ from seg_jax.losses.registry import register
 _MAX_UNROLLED_CHANNELS = 16
 
 Stats = tuple[jax.Array, jax.Array, jax.Array]
-
-
-# --------------------------------------------------------------------------------------------
-# Option checks shared by the overlap losses.
-
-
-def check_flag(name: str, value, *, loss: str) -> None:
-  """Raises TypeError naming ``name`` unless ``value`` is a Python/NumPy bool."""
-  if not isinstance(value, bool | np.bool_):
-    raise TypeError(f"{loss}: {name} must be True or False, got {value!r}.")
-
-
-def check_number(
-  name: str, value, *, loss: str, minimum: float = 0.0, strict: bool = False
-) -> None:
-  """Raises ValueError naming ``name`` unless ``value`` is a finite number ``>= minimum``.
-
-  ``strict`` asks for ``> minimum``. Traced scalars are accepted unchecked (their value is not
-  known at trace time); anything that is not a scalar raises.
-  """
-  if isinstance(value, jax.core.Tracer):
-    if np.shape(value) != ():
-      raise ValueError(f"{loss}: {name} must be a scalar, got shape {np.shape(value)}.")
-    return
-  try:
-    v = float(value)
-  except (TypeError, ValueError):
-    raise TypeError(f"{loss}: {name} must be a number, got {value!r}.") from None
-  bad = not np.isfinite(v) or (v <= minimum if strict else v < minimum)
-  if bad:
-    rel = ">" if strict else ">="
-    raise ValueError(f"{loss}: {name} must be a finite number {rel} {minimum}, got {value!r}.")
-
-
-def check_region_options(
-  *,
-  loss: str,
-  reduction: str,
-  per_image,
-  include_background,
-  ignore_empty,
-  smooth,
-) -> None:
-  """Validates the options every overlap loss takes (before any computation)."""
-  check_reduction(reduction, loss=loss, per_image=per_image)
-  check_flag("include_background", include_background, loss=loss)
-  check_flag("ignore_empty", ignore_empty, loss=loss)
-  check_number("smooth", smooth, loss=loss)
-
-
-def check_class_weights(class_weights, num_channels: int, *, loss: str) -> jax.Array | None:
-  """``check_class_vector`` plus a check (when not traced) that the weights are finite, >= 0."""
-  arr = check_class_vector("class_weights", class_weights, num_channels, loss=loss)
-  if arr is not None and not isinstance(arr, jax.core.Tracer):
-    host = np.asarray(arr)
-    if not np.all(np.isfinite(host) & (host >= 0)):
-      raise ValueError(f"{loss}: class_weights must be finite and >= 0, got {host.tolist()}.")
-  return arr
 
 
 # --------------------------------------------------------------------------------------------
@@ -297,7 +239,7 @@ def overlap_loss(
     ignore_index=ignore_index,
     loss=loss,
   )
-  cw = check_class_weights(class_weights, x.num_classes, loss=loss)
+  cw = check_class_vector("class_weights", class_weights, x.num_classes, loss=loss)
   inter, pred, target = overlap_sums(x, per_image=per_image, axis_name=axis_name, squared=squared)
   values, counted = class_mean(
     per_class(inter, pred, target),

@@ -5,12 +5,14 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from seg_jax.losses._common import prepare, reduce_images, safe_divide
-from seg_jax.losses.dice import (
-  check_class_weights,
+from seg_jax.losses._common import (
+  check_class_vector,
   check_region_options,
-  overlap_sums,
+  prepare,
+  reduce_images,
+  safe_divide,
 )
+from seg_jax.losses.dice import overlap_sums
 from seg_jax.losses.registry import register
 
 
@@ -144,7 +146,7 @@ def generalized_dice_loss(
     ignore_index=ignore_index,
     loss=name,
   )
-  kappa = check_class_weights(class_weights, x.num_classes, loss=name)
+  kappa = check_class_vector("class_weights", class_weights, x.num_classes, loss=name)
   inter, pred, target = overlap_sums(x, per_image=per_image, axis_name=axis_name)
   w, any_present = sudre_weights(
     target, mode=x.mode, include_background=include_background, ignore_empty=ignore_empty

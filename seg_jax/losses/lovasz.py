@@ -21,7 +21,8 @@ from jax import lax
 from seg_jax.losses._common import (
   _psum,
   check_class_vector,
-  check_reduction,
+  check_flag,
+  check_region_options,
   class_mean,
   prepare,
   probabilities,
@@ -160,7 +161,14 @@ def lovasz_loss(
     >>> round(float(lovasz_loss(logits, labels)), 4)  # errors [-1, 0, 1.5]: 1.5 * (1 - 1/2)
     0.75
   """
-  check_reduction(reduction, loss=_NAME, per_image=per_image)
+  check_region_options(
+    loss=_NAME,
+    reduction=reduction,
+    per_image=per_image,
+    include_background=include_background,
+  )
+  if ignore_empty is not None:
+    check_flag("ignore_empty", ignore_empty, loss=_NAME)
   if ignore_empty is not None and not isinstance(ignore_empty, bool):
     raise TypeError(f"{_NAME}: ignore_empty must be None, True or False, got {ignore_empty!r}.")
   x = prepare(

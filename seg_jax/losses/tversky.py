@@ -5,8 +5,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from seg_jax.losses._common import safe_divide
-from seg_jax.losses.dice import check_number, check_region_options, overlap_loss
+from seg_jax.losses._common import check_number, check_region_options, safe_divide
+from seg_jax.losses.dice import overlap_loss
 from seg_jax.losses.registry import register
 
 

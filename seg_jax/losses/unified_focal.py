@@ -16,7 +16,7 @@ import jax.numpy as jnp
 from seg_jax.losses._common import (
   _psum,
   check_class_vector,
-  check_reduction,
+  check_region_options,
   class_mean,
   log_probabilities,
   prepare,
@@ -145,7 +145,14 @@ def unified_focal_loss(
     >>> bool(0.0 < loss < 1.0)
     True
   """
-  check_reduction(reduction, loss=_NAME, per_image=per_image)
+  check_region_options(
+    loss=_NAME,
+    reduction=reduction,
+    per_image=per_image,
+    include_background=include_background,
+    ignore_empty=ignore_empty,
+    smooth=smooth,
+  )
   for name, value in (("weight", weight), ("delta", delta), ("gamma", gamma)):
     if not 0.0 <= value <= 1.0:
       raise ValueError(f"{_NAME}: {name} must be in [0, 1], got {value!r}.")

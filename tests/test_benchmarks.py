@@ -1,0 +1,39 @@
+"""Keeps the benchmark scripts from rotting: run them in their quick modes at tiny shapes."""
+
+import json
+import pathlib
+import subprocess
+import sys
+
+from seg_jax import losses
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+def test_losses_benchmark_quick(tmp_path):
+  out = tmp_path / "losses.json"
+  md = tmp_path / "BENCHMARKS.md"
+  md.write_text("# Benchmarks\n\n## Losses\n\nold table\n\n## Training\n\nkept section\n")
+  proc = subprocess.run(
+    [sys.executable, "benchmarks/losses.py", "--quick", "--json", str(out), "--markdown", str(md)],
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  result = json.loads(out.read_text())
+  assert {"cpu", "cores", "jax", "date"} <= set(result["machine"])
+  rows = {r["name"]: r for r in result["shapes"][0]["rows"]}
+  errors = {name: r["error"] for name, r in rows.items() if "error" in r}
+  assert not errors, errors
+  # Every registry loss is timed, next to optax and the exp floor.
+  assert set(losses.names()) <= set(rows)
+  assert rows["floor: sum(exp(logits))"]["fwd_ms"] > 0
+  assert rows["cross_entropy"]["optax"] == "optax softmax_cross_entropy_with_integer_labels"
+  assert rows["dice"]["speedup_vs_optax"] > 0 and rows["dice"]["vs_floor"] > 0
+  assert result["lovasz_scaling"]["points"]
+  text = md.read_text()
+  assert "old table" not in text and "kept section" in text
+  assert text.index("## Losses") < text.index("## Training")
+  assert "| cross_entropy |" in text

@@ -1,0 +1,322 @@
+"""Tests of seg_jax.compare: loss parsing, per-run configs, timing, and a tiny real comparison."""
+
+import copy
+import json
+import os
+import re
+
+import numpy as np
+import pytest
+from absl import flags
+
+from seg_jax import compare, losses, train, train_config
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def test_losses_all_expands_to_the_registry():
+  assert compare.parse_losses("all") == losses.names()
+  assert compare.parse_losses(" dice , focal,") == ["dice", "focal"]
+  assert compare.parse_losses(["cross_entropy"]) == ["cross_entropy"]
+
+
+def test_unknown_loss_names_the_valid_ones():
+  with pytest.raises(ValueError, match=r"unknown loss name\(s\) 'dcie'") as err:
+    compare.parse_losses("cross_entropy,dcie")
+  message = str(err.value)
+  assert "Did you mean 'dice'" in message
+  for name in losses.names():
+    assert name in message
+  with pytest.raises(ValueError, match="empty"):
+    compare.parse_losses(" , ")
+  with pytest.raises(ValueError, match="'dice' more than once"):
+    compare.parse_losses("dice,focal,dice")
+
+
+def test_cli_unknown_loss_is_a_usage_error():
+  argv = [
+    "seg_jax.compare",
+    f"--config={os.path.join(REPO, 'configs', 'default.py')}",
+    "--losses=dice,not_a_loss",
+  ]
+  flag_values = flags.FlagValues()
+  compare.define_flags(flag_values, argv)
+  flag_values(argv)
+  with pytest.raises(ValueError, match="'not_a_loss'.*Valid names: binary_cross_entropy"):
+    compare.run_from_flags(flag_values, argv)
+
+
+def test_steps_scale_the_schedule():
+  config = train_config.default_config()  # 600 steps, warm-up 50, log 20, eval/ckpt 200.
+  short = compare.with_steps(config, 60)
+  t = short.train
+  assert (t.steps, t.warmup_steps, t.log_every, t.eval_every, t.checkpoint_every) == (
+    60,
+    5,
+    2,
+    20,
+    20,
+  )
+  assert config.train.steps == 600  # The input is not changed.
+  tiny = compare.with_steps(config, 1)
+  assert (tiny.train.warmup_steps, tiny.train.log_every, tiny.train.eval_every) == (0, 1, 1)
+  config.train.eval_every = 0
+  assert compare.with_steps(config, 60).train.eval_every == 0  # 0 (end only) stays 0.
+  with pytest.raises(ValueError, match="steps must be a positive int"):
+    compare.with_steps(config, 0)
+
+
+def test_loss_options_belong_to_the_config_loss():
+  config = train_config.default_config()
+  config.loss.name = "focal"
+  config.loss.options.gamma = 3.0
+  config.loss.options.mode = "multiclass"
+  focal = compare.loss_config(config, "focal")
+  dice = compare.loss_config(config, "dice")
+  assert focal.loss.name == "focal" and train_config.loss_options(focal) == {
+    "gamma": 3.0,
+    "mode": "multiclass",
+  }
+  # Dice has no gamma: only the shared data-level option is carried over.
+  assert dice.loss.name == "dice" and train_config.loss_options(dice) == {"mode": "multiclass"}
+  assert config.loss.name == "focal"  # The input is not changed.
+  train_config.validate(dice)
+
+
+def test_train_timing_from_records():
+  records = [
+    {"step": 10, "split": "train", "steps_per_sec": 5.0},  # 10 steps in 2 s.
+    {"step": 10, "split": "validation", "dice_mean": 0.5},
+    {"step": 20, "split": "train", "steps_per_sec": 2.0},  # 10 steps in 5 s.
+    {"step": 25, "split": "train", "steps_per_sec": 1.0},  # 5 steps in 5 s.
+  ]
+  seconds, rate = compare.train_timing(records)
+  assert seconds == pytest.approx(12.0)
+  assert rate == pytest.approx(25 / 12.0)
+  assert compare.train_timing([]) == (None, None)
+
+
+def _table_rows(text: str, heading: str) -> list[list[str]]:
+  """The rows (header first) of the first markdown table after ``heading``."""
+  section = text.split(heading, 1)[1]
+  rows = []
+  for line in section.splitlines():
+    if line.startswith("|"):
+      rows.append([c.strip() for c in line.strip("|").split("|")])
+    elif rows:
+      break
+  return [rows[0], *rows[2:]]  # Drop the |---| separator.
+
+
+def _check_png(path):
+  with open(path, "rb") as f:
+    assert f.read(8) == PNG_SIGNATURE, path
+  import matplotlib.image
+
+  image = matplotlib.image.imread(path)
+  assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100
+
+
+def _foreground_dice(preds, labels):
+  """Binary Dice of class 1 over all pixels, written from the formula 2TP / (2TP + FP + FN)."""
+  p, t = preds.astype(bool), labels.astype(bool)
+  tp = float(np.sum(p & t))
+  fp = float(np.sum(p & ~t))
+  fn = float(np.sum(~p & t))
+  return 2 * tp / (2 * tp + fp + fn)
+
+
+@pytest.mark.slow
+def test_tiny_comparison_report_figures_and_resume(tmp_path, monkeypatch, capsys):
+  monkeypatch.syspath_prepend(REPO)  # configs/runlocal.py imports `configs.default`.
+  outdir = tmp_path / "cmp"
+  argv = [
+    "seg_jax.compare",
+    f"--config={os.path.join(REPO, 'configs', 'runlocal.py')}",
+    f"--config.data.data_dir={tmp_path / 'tfds'}",
+    "--config.data.synthetic.num_validation=8",
+    "--config.data.synthetic.num_test=8",
+    "--config.train.num_plot_examples=0",
+    "--losses=cross_entropy,dice",
+    "--steps=4",  # runlocal's 8 steps halved: log every step, evaluate at 2 and 4.
+    "--num_examples=8",
+    f"--outdir={outdir}",
+  ]
+  flag_values = flags.FlagValues()
+  compare.define_flags(flag_values, argv)
+  flag_values(argv)
+  summary = compare.run_from_flags(flag_values, argv)
+  progress = capsys.readouterr().out
+  assert re.search(
+    r"\[1/2\] cross_entropy: trained in [\d.]+ s, validation dice_mean 0\.\d{4}", progress
+  )
+  assert re.search(r"\[2/2\] dice: trained in [\d.]+ s, validation dice_mean 0\.\d{4}", progress)
+
+  # Identical settings but the loss.
+  for name in ("cross_entropy", "dice"):
+    with open(outdir / name / "config.json") as f:
+      stored = json.load(f)
+    assert stored["loss"] == {"name": name, "options": {}}
+    assert (stored["train"]["steps"], stored["train"]["seed"], stored["model"]["features"]) == (
+      4,
+      0,
+      4,
+    )
+
+  # The report: one row per loss, with the metric columns, values from each run's metrics.
+  text = (outdir / "report.md").read_text()
+  header, *rows = _table_rows(text, "## Validation metrics")
+  assert header[:9] == [
+    "loss",
+    "dice_mean",
+    "dice/shape",
+    "iou_mean",
+    "precision_mean",
+    "recall_mean",
+    "hd95",
+    "train time (s)",
+    "steps/s",
+  ]
+  assert [r[0] for r in rows] == ["cross_entropy", "dice"]
+  for row in rows:
+    records = [
+      json.loads(x) for x in (outdir / row[0] / "metrics.jsonl").read_text().split("\n") if x
+    ]
+    final = [r for r in records if r["split"] == "validation" and r["step"] == 4][-1]
+    cells = dict(zip(header, row, strict=True))
+    for key in ("dice_mean", "dice/shape", "iou_mean", "precision_mean", "recall_mean"):
+      assert cells[key] == f"{final[key]:.4f}", (row[0], key)
+    assert float(cells["train time (s)"]) > 0 and float(cells["steps/s"]) > 0
+    assert cells["status"] == "trained"
+    # The grid's predictions are those of the final model: over the whole validation split
+    # (8 images) their Dice is the trainer's validation dice_mean.
+    ex = summary["runs"][row[0]]["examples"]
+    assert ex["pred"].shape == ex["label"].shape == (8, 16, 16)
+    assert _foreground_dice(ex["pred"], ex["label"]) == pytest.approx(final["dice_mean"], abs=1e-9)
+  _, *per_class = _table_rows(text, "## Per-class metrics")
+  assert [(r[0], r[1]) for r in per_class] == [
+    ("cross_entropy", "background"),
+    ("cross_entropy", "shape"),
+    ("dice", "background"),
+    ("dice", "shape"),
+  ]
+  assert "## Test split" in text
+  for name in ("learning_curves.png", "predictions.png"):
+    assert f"]({name})" in text
+    _check_png(outdir / name)
+
+  # A rerun trains nothing, restores nothing, and rewrites the report from the stored runs.
+  calls = []
+  monkeypatch.setattr(train, "train_and_evaluate", lambda *a, **k: calls.append("train"))
+  monkeypatch.setattr(train, "init_state", lambda *a, **k: calls.append("restore"))
+  mtimes = {n: os.stat(outdir / n / "metrics.jsonl").st_mtime_ns for n in ("cross_entropy", "dice")}
+  again = compare.run_from_flags(flag_values, argv)
+  assert calls == []
+  assert {n: os.stat(outdir / n / "metrics.jsonl").st_mtime_ns for n in mtimes} == mtimes
+  assert "cross_entropy: already finished" in capsys.readouterr().out
+  assert again["runs"]["dice"]["status"] == "cached"
+  assert again["best"] == summary["best"]
+  _, *rows_again = _table_rows((outdir / "report.md").read_text(), "## Validation metrics")
+  assert [r[1] for r in rows_again] == [r[1] for r in rows]
+
+  # An interrupted run (no final metrics, checkpoints left) goes back to the trainer, which
+  # resumes from its latest checkpoint; the finished one is still not retrained.
+  trained = []
+  monkeypatch.setattr(train, "train_and_evaluate", lambda c, w, **k: trained.append((c, w)))
+  metrics = outdir / "dice" / "metrics.jsonl"
+  kept = [x for x in metrics.read_text().splitlines() if '"split": "validation"' not in x]
+  metrics.write_text("\n".join(kept) + "\n")
+  dice_config = compare.loss_config(compare.with_steps(flag_values.config, 4), "dice")
+  assert compare.run_state(dice_config, str(outdir / "dice")) == "partial"
+  resumed = compare.run_from_flags(flag_values, argv)
+  assert [(c.loss.name, w) for c, w in trained] == [("dice", str(outdir / "dice"))]
+  assert trained[0][0].to_json_best_effort() == dice_config.to_json_best_effort()
+  assert re.search(r"\[2/2\] dice: resuming in .* from step 4\.", capsys.readouterr().out)
+  assert resumed["runs"]["dice"]["status"] == "resumed"
+  assert resumed["runs"]["cross_entropy"]["status"] == "cached"
+
+  # The same directory with other settings is refused (the runs would not be comparable).
+  config = flag_values.config
+  config.train.seed = 1
+  with pytest.raises(ValueError, match=r"different configuration \(.*train\.seed: 0 -> 1"):
+    compare.run_comparison(config, ["cross_entropy"], str(outdir), steps=4)
+
+
+def _tiny_config(tmp_path):
+  config = train_config.default_config()
+  config.data.data_dir = str(tmp_path / "tfds")
+  config.data.image_size = 16
+  config.data.synthetic.num_train = 8
+  config.data.synthetic.num_validation = 8
+  config.data.synthetic.num_test = 8
+  config.train.steps = 4
+  config.train.warmup_steps = 1
+  return config
+
+
+def test_failed_runs_are_reported_diverged_ones_not_retried(tmp_path, monkeypatch):
+  calls = []
+
+  def fake_train(config, workdir, mesh=None):
+    calls.append(config.loss.name)
+    if config.loss.name == "focal":
+      raise FloatingPointError("Non-finite training loss at step 3")
+    raise RuntimeError("boom")
+
+  monkeypatch.setattr(train, "train_and_evaluate", fake_train)
+  outdir = tmp_path / "cmp"
+  lines = []
+  config = _tiny_config(tmp_path)
+  summary = compare.run_comparison(config, "focal,dice", str(outdir), echo=lines.append)
+  assert calls == ["focal", "dice"]
+  assert summary["runs"]["focal"]["status"] == "diverged"
+  assert summary["runs"]["dice"]["status"] == "error"
+  assert summary["best"] is None
+  assert "[1/2] focal: diverged in" in lines[1] and "[2/2] dice: failed in" in lines[3]
+  text = (outdir / "report.md").read_text()
+  _, *rows = _table_rows(text, "## Validation metrics")
+  assert [(r[0], r[1], r[-1]) for r in rows] == [
+    ("focal", "n/a", "diverged"),
+    ("dice", "n/a", "error"),
+  ]
+  assert "**focal** (diverged): Non-finite training loss at step 3" in text
+  assert "**dice** (error): RuntimeError: boom" in text
+  # The divergence is a result (same seed, same outcome): only the errored run is retried.
+  calls.clear()
+  compare.run_comparison(config, "focal,dice", str(outdir), echo=lines.append)
+  assert calls == ["dice"]
+
+
+def test_run_state_from_files(tmp_path):
+  config = _tiny_config(tmp_path)
+  workdir = tmp_path / "run"
+  assert compare.run_state(config, str(workdir)) == "new"
+  workdir.mkdir()
+  # Final metrics without the final checkpoint (killed before the save) are not finished.
+  record = {"step": 4, "split": "validation", "dice_mean": 0.5}
+  (workdir / "metrics.jsonl").write_text(json.dumps(record) + "\n")
+  assert compare.run_state(config, str(workdir)) == "new"
+  other = copy.deepcopy(config)
+  other.model.features = 8
+  (workdir / "config.json").write_text(other.to_json_best_effort())
+  with pytest.raises(ValueError, match=r"model\.features: 8 -> 16.*another --outdir"):
+    compare.run_state(config, str(workdir))
+
+
+def test_prediction_grid_volumes_multiclass_and_missing_runs(tmp_path, rng):
+  def examples():
+    return {
+      "image": rng.random((2, 5, 12, 12, 1)).astype(np.float32),
+      "label": rng.integers(0, 3, (2, 5, 12, 12)),
+      "pred": rng.integers(0, 3, (2, 5, 12, 12)),
+      "step": 3,
+    }
+
+  runs = {"dice": {"examples": examples()}, "focal": {"examples": None, "status": "diverged"}}
+  path = str(tmp_path / "grid.png")
+  assert compare.plot_prediction_grid(runs, path, class_names=["bg", "a", "b"]) == path
+  _check_png(path)
+  runs["dice"]["examples"] = None
+  assert compare.plot_prediction_grid(runs, str(tmp_path / "none.png"), class_names="ab") is None
+  assert not (tmp_path / "none.png").exists()
