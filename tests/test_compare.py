@@ -48,7 +48,9 @@ def test_cli_unknown_loss_is_a_usage_error():
 
 
 def test_steps_scale_the_schedule():
-  config = train_config.default_config()  # 600 steps, warm-up 50, log 20, eval/ckpt 200.
+  config = train_config.default_config()
+  t = config.train
+  t.steps, t.warmup_steps, t.log_every, t.eval_every, t.checkpoint_every = 600, 50, 20, 200, 200
   short = compare.with_steps(config, 60)
   t = short.train
   assert (t.steps, t.warmup_steps, t.log_every, t.eval_every, t.checkpoint_every) == (
