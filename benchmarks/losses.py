@@ -28,12 +28,9 @@ on their own line.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import math
-import os
 import pathlib
-import platform
 import statistics
 import sys
 import time
@@ -44,6 +41,7 @@ import numpy as np
 import optax
 
 from seg_jax import losses
+from seg_jax.machine import machine_info
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "losses.json"
@@ -87,31 +85,6 @@ OPTAX_PAIRS = {
   "dice": "optax dice_loss",
 }
 DISTANCE_LOSSES = ("boundary", "hausdorff_dt")
-
-
-def machine_info() -> dict:
-  cpu = platform.processor() or ""
-  try:
-    with open("/proc/cpuinfo") as f:
-      for line in f:
-        if line.startswith("model name"):
-          cpu = line.split(":", 1)[1].strip()
-          break
-  except OSError:
-    pass
-  dev = jax.devices()[0]
-  return {
-    "cpu": cpu or "unknown",
-    "cores": os.cpu_count(),
-    "jax": jax.__version__,
-    "optax": optax.__version__,
-    "backend": jax.default_backend(),
-    "device": getattr(dev, "device_kind", str(dev)),
-    "num_devices": jax.device_count(),
-    "python": platform.python_version(),
-    "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-    "loadavg_1min_at_start": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
-  }
 
 
 def make_inputs(shape, seed=0):

@@ -25,12 +25,10 @@ On a CPU-only machine the benchmark makes one XLA CPU device per core, as ``laun
 from __future__ import annotations
 
 import argparse
-import datetime
 import importlib.util
 import json
 import os
 import pathlib
-import platform
 import resource
 import statistics
 import sys
@@ -49,33 +47,6 @@ def load_config(path: pathlib.Path):
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module.get_config()
-
-
-def machine_info(jax) -> dict:
-  import optax
-
-  cpu = platform.processor() or ""
-  try:
-    with open("/proc/cpuinfo") as f:
-      for line in f:
-        if line.startswith("model name"):
-          cpu = line.split(":", 1)[1].strip()
-          break
-  except OSError:
-    pass
-  dev = jax.devices()[0]
-  return {
-    "cpu": cpu or "unknown",
-    "cores": os.cpu_count(),
-    "jax": jax.__version__,
-    "optax": optax.__version__,
-    "backend": jax.default_backend(),
-    "device": getattr(dev, "device_kind", str(dev)),
-    "num_devices": jax.device_count(),
-    "python": platform.python_version(),
-    "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-    "loadavg_1min_at_start": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
-  }
 
 
 def run(config, *, steps: int) -> dict:
@@ -228,6 +199,8 @@ def main(argv=None) -> dict:
 
   import jax
 
+  from seg_jax.machine import machine_info
+
   if args.cpu_devices != 0 and "JAX_NUM_CPU_DEVICES" not in os.environ:
     jax.config.update(
       "jax_num_cpu_devices", args.cpu_devices if args.cpu_devices > 0 else os.cpu_count() or 1
@@ -239,7 +212,7 @@ def main(argv=None) -> dict:
     config.data.data_dir = args.data_dir
   steps = args.steps or (3 if args.quick else 20)
 
-  result = {"machine": machine_info(jax), "config": str(config_path)}
+  result = {"machine": machine_info(), "config": str(config_path)}
   print(
     f"seg_jax train-step benchmark on {result['machine']['cpu']} "
     f"({result['machine']['cores']} cores, {jax.device_count()} {jax.default_backend()} "
