@@ -10,8 +10,9 @@ Flags:
     clusters (Cloud TPU, SLURM, ...) JAX finds the coordinator itself; elsewhere give
     ``--coordinator_address`` (or ``JAX_COORDINATOR_ADDRESS``), ``--num_processes`` and
     ``--process_id``.
-  --cpu_devices: on a CPU-only machine, how many XLA CPU devices to make (default: one per core,
-    so the data-parallel step uses every core; 0 leaves JAX's default of one device).
+  --cpu_devices: on a CPU-only machine, how many XLA CPU devices to make (default: the most, up
+    to one per core, that divide the batch size, so the data-parallel step uses every core; 0
+    leaves JAX's default of one device). See :mod:`seg_jax.devices`.
 
 Example (two processes on one machine, for testing)::
 
@@ -51,20 +52,18 @@ _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index.")
 _CPU_DEVICES = flags.DEFINE_integer(
   "cpu_devices",
   -1,
-  "CPU-only machines: XLA CPU devices to create (-1: one per core; 0: JAX's default).",
+  "CPU-only machines: XLA CPU devices to create (-1: the most, up to one per core, that divide "
+  "the batch size; 0: JAX's default).",
 )
 
 
-def _setup_jax():
+def _setup_jax(config):
   import jax
 
-  if _CPU_DEVICES.value != 0:
-    n = _CPU_DEVICES.value if _CPU_DEVICES.value > 0 else (os.cpu_count() or 1)
-    # Only affects the CPU backend, and only when no device count was set by the user.
-    if "JAX_NUM_CPU_DEVICES" not in os.environ and "xla_force_host_platform_device_count" not in (
-      os.environ.get("XLA_FLAGS", "")
-    ):
-      jax.config.update("jax_num_cpu_devices", n)
+  from seg_jax import devices
+
+  t = config.train
+  devices.setup_cpu_devices(_CPU_DEVICES.value, (t.batch_size, t.eval_batch_size))
   if _DISTRIBUTED.value:
     jax.distributed.initialize(
       coordinator_address=_COORDINATOR.value,
@@ -81,7 +80,7 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)  # orbax and tfds log every step at INFO.
   config_file = config_flags.get_config_filename(flags.FLAGS["config"])
   workdir = _WORKDIR.value or os.path.join("runs", pathlib.Path(config_file).stem)
-  jax = _setup_jax()
+  jax = _setup_jax(_CONFIG.value)
   from seg_jax import train  # After the JAX setup.
 
   main_process = jax.process_index() == 0

@@ -9,8 +9,8 @@ Run it with::
 Flags: ``--config`` (default ``configs/default.py``; ``--config.a.b=v`` overrides apply to every
 run), ``--losses`` (required), ``--steps``, ``--outdir`` (default ``runs/compare/<config file
 stem>``), ``--num_examples`` (validation images in the figure, default 4), ``--cpu_devices`` (as
-``launch.py``: on a CPU-only machine one XLA device per core, so the data-parallel step uses them
-all). The exit status is 1 if a run failed with an error, 143 if SIGTERM stopped it.
+``launch.py``: on a CPU-only machine up to one XLA device per core, so the data-parallel step
+uses them all). The exit status is 1 if a run failed with an error, 143 if SIGTERM stopped it.
 
 For every name in ``--losses`` (``all``: every name of :func:`seg_jax.losses.names`) the config
 is copied, ``config.loss`` is set to that loss, and :func:`seg_jax.train.train_and_evaluate`
@@ -91,7 +91,7 @@ from jax.sharding import PartitionSpec as P
 from ml_collections import config_flags
 
 from seg_jax import data as seg_data
-from seg_jax import losses, train, train_config
+from seg_jax import devices, logging_utils, losses, train, train_config
 from seg_jax.checkpoint import Checkpointer
 from seg_jax.logging_utils import CONFIG_FILE, read_metrics
 
@@ -189,28 +189,10 @@ def loss_config(config: ml_collections.ConfigDict, name: str) -> ml_collections.
   return config
 
 
-def _flatten(d: dict, prefix: str = "") -> dict:
-  out = {}
-  for k, v in d.items():
-    key = f"{prefix}{k}"
-    if isinstance(v, dict):
-      out.update(_flatten(v, key + "."))
-    else:
-      out[key] = v
-  return out
-
-
 def config_differences(stored: dict, config: ml_collections.ConfigDict) -> list[str]:
-  """Fields (dotted names) where the ``config.json`` of a run differs from ``config``.
-
-  Only fields present in both are compared: a field added to (or removed from) the config schema
-  since the run was made is a change of the code, not of the settings. Fields that do not change
-  what a run computes (progress bar, data loading threads) are ignored.
-  """
-  new = _flatten(json.loads(config.to_json_best_effort()))
-  old = _flatten(stored)
-  keys = sorted((set(new) & set(old)) - set(_IRRELEVANT_FIELDS))
-  return [f"{k}: {old[k]!r} -> {new[k]!r}" for k in keys if old[k] != new[k]]
+  """Fields (dotted names) where the ``config.json`` of a run differs from ``config``, leaving
+  out those that do not change what a run computes (progress bar, data loading threads)."""
+  return logging_utils.config_differences(stored, config, ignore=_IRRELEVANT_FIELDS)
 
 
 # --------------------------------------------------------------------------- run state
@@ -888,7 +870,8 @@ def define_flags(
   flags.DEFINE_integer(
     "cpu_devices",
     -1,
-    "CPU-only machines: XLA CPU devices to create (-1: one per core; 0: JAX's default).",
+    "CPU-only machines: XLA CPU devices to create (-1: the most, up to one per core, that divide "
+    "the batch size; 0: JAX's default).",
     flag_values=flag_values,
   )
 
@@ -896,14 +879,6 @@ def define_flags(
 def default_outdir(config_file: str) -> str:
   """``runs/compare/<config file stem>``."""
   return os.path.join("runs", "compare", pathlib.Path(config_file).stem)
-
-
-def _setup_cpu_devices(n: int) -> None:
-  if n == 0 or "JAX_NUM_CPU_DEVICES" in os.environ:
-    return
-  if "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", ""):
-    return
-  jax.config.update("jax_num_cpu_devices", n if n > 0 else (os.cpu_count() or 1))
 
 
 def run_from_flags(flag_values: flags.FlagValues, argv: Sequence[str]) -> dict:
@@ -926,7 +901,8 @@ def main(argv: Sequence[str]) -> None:
     raise app.UsageError(f"compare: unexpected arguments {argv[1:]}.")
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)  # orbax and tfds log every step at INFO.
-  _setup_cpu_devices(flags.FLAGS.cpu_devices)
+  t = flags.FLAGS.config.train
+  devices.setup_cpu_devices(flags.FLAGS.cpu_devices, (t.batch_size, t.eval_batch_size))
   try:
     parse_losses(flags.FLAGS.losses)
   except ValueError as err:

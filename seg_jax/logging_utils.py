@@ -107,6 +107,46 @@ def write_config(workdir: str, config) -> str:
   return path
 
 
+def read_config(workdir: str) -> dict | None:
+  """The ``config.json`` of ``workdir`` as a dict, or ``None`` if there is none."""
+  path = os.path.join(workdir, CONFIG_FILE)
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    return json.load(f)
+
+
+def _flatten(d: Mapping, prefix: str = "") -> dict:
+  out = {}
+  for k, v in d.items():
+    key = f"{prefix}{k}"
+    if isinstance(v, Mapping):
+      out.update(_flatten(v, key + "."))
+    else:
+      out[key] = v
+  return out
+
+
+def config_differences(stored: Mapping, config, ignore: Sequence[str] = ()) -> list[str]:
+  """Fields (dotted names) where a stored ``config.json`` differs from ``config``.
+
+  Only fields present in both are compared: a field added to (or removed from) the config schema
+  since the run was made is a change of the code, not of the settings. Fields in ``ignore`` (and
+  everything under a section named there) are left out.
+
+  Returns:
+    ``'field: old -> new'`` strings, sorted by field.
+  """
+  new = _flatten(json.loads(config.to_json_best_effort()))
+  old = _flatten(stored)
+
+  def ignored(key: str) -> bool:
+    return any(key == i or key.startswith(i + ".") for i in ignore)
+
+  keys = sorted(k for k in set(new) & set(old) if not ignored(k))
+  return [f"{k}: {old[k]!r} -> {new[k]!r}" for k in keys if old[k] != new[k]]
+
+
 def _display_image(image: np.ndarray) -> tuple[np.ndarray, str | None]:
   """An image for ``imshow``: RGB for 3 channels, else the first channel in grey."""
   image = np.asarray(image, np.float32)

@@ -20,10 +20,10 @@ training agree step by step with plain SGD (with Adam, a gradient scaled by a co
 almost invisible).
 
 **Step.** ``AdamW`` (or ``Adam``, or SGD with momentum) with a linear warm-up and cosine decay
-(optax), after clipping the gradient's global norm. A step whose loss, gradient or updated
-parameters are not finite leaves the state unchanged; the host sees the flag one step later (so
-the device is never idle waiting for it) and stops with :class:`FloatingPointError`, leaving
-the checkpoints as they were.
+(optax), after clipping the gradient's global norm. A step whose loss, gradient, or updated
+parameters, optimizer state or batch statistics are not finite leaves the state unchanged; the
+host sees the flag one step later (so the device is never idle waiting for it) and stops with
+:class:`FloatingPointError`, leaving the checkpoints as they were.
 
 **Evaluation** (every ``eval_every`` steps and at the end) predicts every example of the
 validation split once (the padded rows of the last batch are excluded through their ``valid``
@@ -76,6 +76,8 @@ from seg_jax.checkpoint import Checkpointer
 from seg_jax.logging_utils import (
   PREDICTIONS_FILE,
   MetricWriter,
+  config_differences,
+  read_config,
   read_metrics,
   save_predictions_png,
   write_config,
@@ -218,8 +220,8 @@ def make_train_step(model: UNet, loss_fn, tx, schedule, mesh: Mesh):
   """The jitted data-parallel step ``(state, batch) -> (state, metrics)``.
 
   ``state`` is donated. ``metrics``: ``loss`` (global batch), ``grad_norm`` (before clipping),
-  ``learning_rate`` (of this step), ``finite`` (False: the loss, the gradient or the updated
-  parameters were not finite, and the update was skipped).
+  ``learning_rate`` (of this step), ``finite`` (False: the loss, the gradient, or the updated
+  parameters, optimizer state or batch statistics were not finite, and the update was skipped).
   """
 
   def per_device(state: TrainState, batch):
@@ -234,7 +236,9 @@ def make_train_step(model: UNet, loss_fn, tx, schedule, mesh: Mesh):
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     new = TrainState(state.step + 1, params, batch_stats, opt_state)
-    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & _all_finite(params)
+    finite = (
+      jnp.isfinite(loss) & jnp.isfinite(grad_norm) & _all_finite((params, opt_state, batch_stats))
+    )
     new = jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, state)
     out = {
       "loss": loss,
@@ -346,6 +350,32 @@ def _check_batch(name: str, size: int, n_dev: int) -> None:
     )
 
 
+def _check_resume(config, workdir: str, start: int, ckpt: Checkpointer) -> None:
+  """Refuses to resume a run of another config, or one already past ``config.train.steps``."""
+  stored = read_config(workdir)
+  diffs = (
+    []
+    if stored is None
+    else config_differences(stored, config, ignore=train_config.RESUME_SAFE_FIELDS)
+  )
+  problem = None
+  if diffs:
+    shown = "; ".join(diffs[:6]) + ("; ..." if len(diffs) > 6 else "")
+    problem = (
+      f"{workdir} holds a run (checkpoint at step {start}) made with a different config "
+      f"({shown}); resuming it would not give the run that this config describes."
+    )
+  elif start > config.train.steps:
+    problem = (
+      f"{workdir} holds a checkpoint at step {start}, past config.train.steps={config.train.steps}."
+    )
+  if problem:
+    ckpt.close()
+    raise ValueError(
+      f"{problem} Use a new --workdir, or the config the run was started with (its config.json)."
+    )
+
+
 def train_and_evaluate(
   config: ml_collections.ConfigDict, workdir: str, *, mesh: Mesh | None = None
 ) -> dict:
@@ -402,6 +432,7 @@ def _train(config, workdir: str, mesh: Mesh | None, preemption: _Preemption) -> 
   eval_split = t.eval_split
   if eval_split not in ds.splits:
     raise ValueError(f"config.train.eval_split={eval_split!r} is not a split of {ds.splits}.")
+  train_config.check_loss_options(config, ds.num_classes)
   model = build_model(config, ds.num_classes)
   loss_fn = build_loss(config)
   tx, schedule = make_optimizer(t)
@@ -422,6 +453,7 @@ def _train(config, workdir: str, mesh: Mesh | None, preemption: _Preemption) -> 
   )
   start = ckpt.latest_step()
   if start is not None:
+    _check_resume(config, workdir, start, ckpt)
     try:
       state = ckpt.restore(state, start)
     except ValueError as err:
@@ -509,8 +541,8 @@ def _train(config, workdir: str, mesh: Mesh | None, preemption: _Preemption) -> 
       done = s == t.steps
       do_eval = done or (t.eval_every > 0 and s % t.eval_every == 0)
       do_ckpt = do_eval or (t.checkpoint_every > 0 and s % t.checkpoint_every == 0)
-      do_log = done or s % t.log_every == 0
       preempted = preemption.reached(s)
+      do_log = done or s % t.log_every == 0 or preempted  # Nothing logged is lost on SIGTERM.
       if not (do_eval or do_ckpt or do_log or preempted):
         continue
       consume(*pending)
@@ -571,7 +603,13 @@ def _train(config, workdir: str, mesh: Mesh | None, preemption: _Preemption) -> 
       if not any(r["step"] == t.steps and r["split"] == eval_split for r in records):
         writer.write(t.steps, eval_split, val)
       _echo(f"Training had already reached step {t.steps} in {workdir}.", pbar=pbar)
-    elif t.test_at_end and "test" in ds.splits and eval_split != "test":
+      # A run stopped during its final test evaluation gets it now.
+      has_test = any(r["step"] == t.steps and r["split"] == "test" for r in records)
+      if jax.process_count() > 1:  # Only process 0 reads the records; all must agree.
+        has_test = bool(multihost_utils.broadcast_one_to_all(np.int32(has_test)))
+    else:
+      has_test = False
+    if t.test_at_end and "test" in ds.splits and eval_split != "test" and not has_test:
       test, _ = run_eval(state, "test")
       writer.write(t.steps, "test", test)
       _echo(_summary("test", t.steps, test), pbar=pbar)

@@ -57,6 +57,23 @@ NORMS = ("group", "instance", "batch", "none")
 DTYPES = ("float32", "bfloat16")
 OPTIMIZERS = ("adamw", "adam", "sgd")
 SCHEDULES = ("cosine", "constant")
+# Fields that may differ when a run is resumed: they change how a run is watched (logging,
+# evaluation, checkpointing, progress, loading threads), not the parameters it computes.
+RESUME_SAFE_FIELDS = (
+  "train.progress_bar",
+  "train.log_every",
+  "train.eval_every",
+  "train.eval_batch_size",
+  "train.test_at_end",
+  "train.checkpoint_every",
+  "train.keep_checkpoints",
+  "train.async_checkpoints",
+  "train.num_plot_examples",
+  "data.data_dir",
+  "data.num_threads",
+  "data.prefetch",
+  "data.num_workers",
+)
 # Options the trainer sets itself; a config must not.
 RESERVED_LOSS_OPTIONS = ("axis_name", "mask", "reduction")
 
@@ -262,6 +279,13 @@ def validate(config: ml_collections.ConfigDict) -> None:
     raise ValueError(
       "config.model.deep_supervision_weights is set but config.model.deep_supervision is False."
     )
+  n_heads = m.depth - 1
+  if m.deep_supervision_weights and len(m.deep_supervision_weights) != n_heads:
+    raise ValueError(
+      f"config.model.deep_supervision_weights has {len(m.deep_supervision_weights)} value(s), "
+      f"but a U-Net of depth {m.depth} has {n_heads} outputs with deep supervision (one per "
+      "decoder level, finest first)."
+    )
 
   t = config.train
   for name in ("steps", "batch_size", "learning_rate", "log_every", "keep_checkpoints"):
@@ -290,9 +314,46 @@ def validate(config: ml_collections.ConfigDict) -> None:
   _check_choice("train.optimizer", t.optimizer, OPTIMIZERS)
   _check_choice("train.schedule", t.schedule, SCHEDULES)
 
+  if not 0 <= t.seed < 2**31:
+    raise ValueError(f"config.train.seed must be in [0, 2**31), got {t.seed}.")
+
   d = config.data
   if d.name not in seg_data.names():
     raise ValueError(
       f"config.data.name: unknown data set {d.name!r}.{_suggest(d.name, seg_data.names())} "
       f"Valid names: {', '.join(seg_data.names())}."
     )
+  factor = 2 ** (m.depth - 1)
+  if isinstance(d.image_size, int) and d.image_size % factor:
+    raise ValueError(
+      f"config.data.image_size={d.image_size} must be divisible by 2**(model.depth - 1) = "
+      f"{factor} (the U-Net halves the image {m.depth - 1} times); e.g. "
+      f"{max(factor, d.image_size // factor * factor)}."
+    )
+
+
+def check_loss_options(config: ml_collections.ConfigDict, num_classes: int) -> None:
+  """Traces the configured loss on small abstract inputs, so that a bad option *value* (a
+  negative ``gamma``, a ``class_weights`` of the wrong length, ...) is reported now, naming
+  ``config.loss.options``, rather than after the data is built and the model compiled.
+
+  Args:
+    config: a validated training config.
+    num_classes: the data set's number of classes.
+
+  Raises:
+    ValueError / TypeError: the loss's own message, prefixed by ``config.loss.options``.
+  """
+  import jax
+
+  channels = output_channels(config, num_classes)
+  logits = jax.ShapeDtypeStruct((2, 8, 8, channels), jax.numpy.float32)
+  labels = jax.ShapeDtypeStruct((2, 8, 8), jax.numpy.int32)
+  fn = losses.get(config.loss.name, **loss_options(config))
+  try:
+    jax.eval_shape(fn, logits, labels)
+  except (TypeError, ValueError) as err:
+    raise type(err)(
+      f"config.loss.options {loss_options(config)} for loss {config.loss.name!r} with "
+      f"{num_classes} classes: {err}"
+    ) from None

@@ -352,3 +352,33 @@ def test_binary_gradient_matches_analytic(rng, kind):
     ref = 2 * (p - g) * dist * dp
   ref = ref * w[..., None] / w.sum()
   np.testing.assert_allclose(np.asarray(grad), ref, rtol=1e-4, atol=1e-7)
+
+
+def test_precomputed_maps_with_inf_or_negative_entries_stay_finite(rng):
+  # distance_transform_edt of a mask with no background is +inf everywhere; such maps must not
+  # give NaN where a probability is 0 (0 * inf). Unsigned maps with negative entries are read as 0.
+  logits = rng.standard_normal((2, 5, 6, 1)).astype(np.float32)
+  labels = np.ones((2, 5, 6), np.int32)
+  labels[1, :, :2] = 0
+  maps = np.asarray(boundary_distance_map(labels[..., None].astype(np.float32)))
+  inf_maps = maps.copy()
+  inf_maps[0] = np.inf  # Image 0 is all foreground: no boundary.
+  big = np.where(logits > 0, 1e4, -1e4).astype(np.float32)
+  for fn in (boundary_loss, hausdorff_dt_loss):
+    for x in (logits, big):
+      value, grad = jax.value_and_grad(lambda x, fn=fn: fn(x, labels, distance_maps=inf_maps))(x)
+      assert np.isfinite(value) and np.isfinite(grad).all(), fn.__name__
+    zeroed = maps.copy()
+    zeroed[0] = 0.0
+    np.testing.assert_allclose(
+      fn(logits, labels, distance_maps=inf_maps), fn(logits, labels, distance_maps=zeroed)
+    )
+  negative = maps.copy()
+  negative[1, 0, 0] = -4.0
+  clamped = negative.copy()
+  clamped[1, 0, 0] = 0.0
+  got = hausdorff_dt_loss(logits, labels, distance_maps=negative, alpha=0.5)
+  assert np.isfinite(got)
+  np.testing.assert_allclose(
+    got, hausdorff_dt_loss(logits, labels, distance_maps=clamped, alpha=0.5)
+  )

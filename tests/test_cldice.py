@@ -327,3 +327,17 @@ def test_bad_options():
   ]:
     with pytest.raises(ValueError, match=msg):
       jax.eval_shape(lambda a, b, kw=kw: cldice_loss(a, b, **kw), x, y)
+
+
+def test_traced_alpha_and_smooth_under_jit(rng):
+  # Options passed as traced values (e.g. a schedule inside a jitted step) work and equal the
+  # concrete ones.
+  logits = rng.standard_normal((2, 8, 8, 2)).astype(np.float32)
+  labels = rng.integers(0, 2, (2, 8, 8)).astype(np.int32)
+  traced = jax.jit(lambda x, y, a, s: cldice_loss(x, y, alpha=a, smooth=s))
+  for alpha in (0.0, 0.5):
+    np.testing.assert_allclose(
+      traced(logits, labels, alpha, 1e-3),
+      cldice_loss(logits, labels, alpha=alpha, smooth=1e-3),
+      rtol=1e-5,
+    )

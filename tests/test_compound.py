@@ -522,3 +522,28 @@ def test_deep_supervision_errors(rng):
     ds(ok, [labels])
   with pytest.raises(TypeError, match="loss_fn must be callable"):
     losses.deep_supervision("dice")
+
+
+def test_combine_refuses_a_shared_option_with_different_meanings(rng):
+  # alpha: focal's positive-class weight, Tversky's false-positive weight.
+  with pytest.raises(TypeError, match="'alpha' means different things in components 'focal'"):
+    losses.combine({"focal": 1.0, "tversky": 1.0}, alpha=0.25)
+  with pytest.raises(TypeError, match="'gamma' means different things"):
+    losses.combine({"focal": 1.0, "focal_tversky": 1.0}, gamma=2.0)
+  loss = losses.combine({"focal": 1.0, "tversky": 1.0})
+  x = rng.standard_normal((2, 4, 4, 1)).astype(np.float32)
+  y = (rng.random((2, 4, 4)) > 0.5).astype(np.int32)
+  with pytest.raises(TypeError, match="'alpha' means different things"):
+    loss(x, y, alpha=0.3)  # Per call too.
+  # Per component it is fine, and the same meaning in two components is fine.
+  split = losses.combine(
+    {"focal": 1.0, "tversky": 1.0},
+    options={"focal": {"alpha": 0.25}, "tversky": {"alpha": 0.7, "beta": 0.3}},
+  )
+  want = losses.focal_loss(x, y, alpha=0.25) + losses.tversky_loss(x, y, alpha=0.7, beta=0.3)
+  np.testing.assert_allclose(split(x, y), want, rtol=1e-6)
+  same = losses.combine({"tversky": 1.0, "focal_tversky": 1.0}, alpha=0.7, beta=0.3)
+  want = losses.tversky_loss(x, y, alpha=0.7, beta=0.3) + losses.focal_tversky_loss(
+    x, y, alpha=0.7, beta=0.3
+  )
+  np.testing.assert_allclose(same(x, y), want, rtol=1e-6)

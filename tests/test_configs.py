@@ -176,6 +176,59 @@ def test_bad_value(section, field, value, pattern):
   _raises(config, ValueError, pattern)
 
 
+@pytest.mark.parametrize(
+  "edit, pattern",
+  [
+    ({"data.image_size": 60}, r"image_size=60 must be divisible by 2\*\*\(model.depth - 1\) = 8"),
+    (
+      {"model.deep_supervision": True, "model.deep_supervision_weights": (1.0,)},
+      r"deep_supervision_weights has 1 value\(s\), but a U-Net of depth 4 has 3 outputs",
+    ),
+    ({"train.seed": 2**40}, r"train.seed must be in \[0, 2\*\*31\)"),
+  ],
+)
+def test_inconsistent_values(edit, pattern):
+  config = _default()
+  for key, value in edit.items():
+    section, field = key.split(".")
+    config[section][field] = value
+  _raises(config, ValueError, pattern)
+
+
+@pytest.mark.parametrize(
+  "name, options, pattern",
+  [
+    ("focal", {"gamma": -1.0}, r"config.loss.options .*'focal'.*gamma must be finite and >= 0"),
+    # Two classes in binary mode: one sigmoid channel, so one class weight.
+    ("dice", {"class_weights": (1.0, 2.0, 3.0)}, r"class_weights must have shape \(1,\)"),
+    ("tversky", {"alpha": -0.5}, "alpha"),
+  ],
+)
+def test_bad_loss_option_values_are_caught_before_training(name, options, pattern):
+  # validate() checks the option names; the values are checked by tracing the loss (no data
+  # built, nothing compiled), which the trainer does before initialising the model.
+  from seg_jax import train_config
+
+  config = _default()
+  config.loss.name = name
+  config.loss.options = ml_collections.ConfigDict(options)
+  train_config.validate(config)
+  with pytest.raises((ValueError, TypeError), match=pattern):
+    train_config.check_loss_options(config, num_classes=2)
+
+
+def test_default_cpu_device_count_divides_the_batch():
+  from seg_jax import devices
+
+  assert devices.cpu_device_count(-1, (16, 0), cores=2) == 2
+  assert devices.cpu_device_count(-1, (16, 16), cores=6) == 4
+  assert devices.cpu_device_count(-1, (16, 24), cores=64) == 8
+  assert devices.cpu_device_count(-1, (15,), cores=4) == 3
+  assert devices.cpu_device_count(3, (16,), cores=4) == 3  # Asked for: as given.
+  assert devices.cpu_device_count(0, (16,), cores=4) is None  # JAX's default.
+  assert 1 <= devices.available_cores()
+
+
 def test_batch_not_divisible_by_devices(tmp_path):
   from seg_jax import train
 

@@ -406,7 +406,7 @@ def test_registry(rng):
     (dict(alpha=[1.0, -1.0, 1.0]), 3, "alpha"),
     (dict(alpha=1.5), 1, r"alpha must be finite and in \[0.0, 1.0\]"),
     (dict(alpha=[0.2, 0.3], mode="multilabel"), 3, r"alpha must be a scalar or have shape \(3,\)"),
-    (dict(gamma=-1.0), 3, "gamma must be finite and in"),
+    (dict(gamma=-1.0), 3, "gamma must be finite and >= 0"),
     (dict(gamma=[1.0, 2.0]), 3, "gamma must be a scalar"),
     (dict(reduction="mean_batch"), 3, "reduction='mean_batch'"),
     (dict(mode="sigmoid"), 3, "mode='sigmoid'"),

@@ -135,6 +135,33 @@ def test_train_and_evaluate_outputs(data_dir, tmp_path, capsys):
   assert again == final
   assert read_metrics(workdir) == records
 
+  # Fields that only change how the run is watched may differ on a rerun.
+  watched = runlocal(data_dir, eval_batch_size=16, progress_bar=False, log_every=4)
+  watched.data.synthetic.num_validation = 20
+  assert train.train_and_evaluate(watched, str(workdir)) == final
+
+  # The same workdir with another config that changes what is computed: a clear error naming
+  # the fields, nothing overwritten.
+  for field, value, shown in [
+    ("seed", 1, "train.seed: 0 -> 1"),
+    ("learning_rate", 0.5, "train.learning_rate"),
+    ("steps", 6, "train.steps: 8 -> 6"),
+  ]:
+    changed = runlocal(data_dir, eval_batch_size=16, **{field: value})
+    changed.data.synthetic.num_validation = 20
+    with pytest.raises(ValueError, match=rf"different config \({shown}"):
+      train.train_and_evaluate(changed, str(workdir))
+  assert read_metrics(workdir) == records
+  # config.json is that of the last run that went ahead (the watched one), not of a refused one.
+  assert json.loads((workdir / "config.json").read_text())["train"] == watched.train.to_dict()
+
+  # A checkpoint past config.train.steps (the config.json lost): an error, not a wrong step.
+  (workdir / "config.json").unlink()
+  shorter = runlocal(data_dir, eval_batch_size=16, steps=6)
+  shorter.data.synthetic.num_validation = 20
+  with pytest.raises(ValueError, match=r"checkpoint at step 8, past config.train.steps=6"):
+    train.train_and_evaluate(shorter, str(workdir))
+
   # The same workdir with another model: a clear error, nothing overwritten.
   config.model.features = 8
   with pytest.raises(ValueError, match=r"does not fit .* shape \(3, 3, 3, 4\) in the checkpoint"):

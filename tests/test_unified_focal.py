@@ -86,15 +86,24 @@ def np_ufl(
     if wi.sum() == 0:
       return None
     wc = cw * ((wi[..., None] * gi).sum(axes) > 0) if ignore_empty else cw
-    tversky = (wc * terms).sum() / wc.sum() if wc.sum() > 0 else 0.0
-    return weight * (wi * focal).sum() / wi.sum() + (1 - weight) * tversky
+    # No class left to average (ignore_empty): the Tversky term is left out (None).
+    tversky = (wc * terms).sum() / wc.sum() if wc.sum() > 0 else None
+    return (wi * focal).sum() / wi.sum(), tversky
+
+  def value(parts):
+    if parts is None:
+      return 0.0
+    focal, tversky = parts
+    return weight * focal + (1 - weight) * (0.0 if tversky is None else tversky)
 
   if not per_image:
-    v = loss_of(slice(None))
-    return None, 0.0 if v is None else float(v)
-  vals = [loss_of(i) for i in range(b)]
-  counted = [v for v in vals if v is not None]
-  return np.array([0.0 if v is None else v for v in vals]), float(np.mean(counted))
+    return None, value(loss_of(slice(None)))
+  parts = [loss_of(i) for i in range(b)]
+  # The mean over images: each term averaged over the images where it is defined.
+  focals = [q[0] for q in parts if q is not None]
+  tverskys = [q[1] for q in parts if q is not None and q[1] is not None]
+  mean = weight * np.mean(focals) + (1 - weight) * (np.mean(tverskys) if tverskys else 0.0)
+  return np.array([value(q) for q in parts]), float(mean)
 
 
 def _close(got, want, rtol=2e-5, atol=2e-6):
@@ -279,3 +288,46 @@ def test_bad_options():
   ]:
     with pytest.raises(ValueError, match=msg):
       jax.eval_shape(lambda a, b, kw=kw: unified_focal_loss(a, b, **kw), x, y)
+
+
+def test_image_without_counted_classes_leaves_the_tversky_mean(rng):
+  """ignore_empty, no background: an image with only background has no Tversky term, and the
+  per-image mean averages that term over the other images only (the focal term over all)."""
+  logits, labels = _case(rng, MC)
+  labels = labels.copy()
+  labels[labels == 255] = 1
+  labels[0] = 0  # Image 0: background only.
+  labels[1, 0, 0] = 2  # Image 1 has foreground.
+  opts = {"ignore_empty": True, "include_background": False, "per_image": True}
+  got = jax.jit(lambda x, y: unified_focal_loss(x, y, **opts))(logits, labels)
+  none = jax.jit(lambda x, y: unified_focal_loss(x, y, reduction="none", **opts))(logits, labels)
+  values, mean = np_ufl(logits, labels, "multiclass", **opts)
+  _close(got, mean)
+  _close(none, values)
+  # Hand check of the convention: weight 0.5 of the mean focal over both images, plus 0.5 of
+  # the Tversky term of image 1 alone (= image 1's value minus its focal half).
+  p = np_ref.softmax(np.asarray(logits, np.float64))
+  focal = []
+  for i in range(2):
+    g = np_ref.one_hot(labels[i], 4)
+    logp = np.log(p[i])
+    f = -(0.4 * (1 - p[i, ..., 0]) ** 0.5 * g[..., 0] * logp[..., 0]) - 0.6 * (
+      g[..., 1:] * logp[..., 1:]
+    ).sum(-1)
+    focal.append(f.mean())
+  np.testing.assert_allclose(values[0], 0.5 * focal[0], rtol=2e-5)
+  tversky1 = (values[1] - 0.5 * focal[1]) / 0.5
+  np.testing.assert_allclose(mean, 0.5 * np.mean(focal) + 0.5 * tversky1, rtol=1e-6)
+  _close(got, 0.5 * np.mean(focal) + 0.5 * tversky1)
+
+
+def test_traced_parameters_under_jit(rng):
+  logits, labels = _case(rng, MC)
+  traced = jax.jit(
+    lambda x, y, w, d, g: unified_focal_loss(x, y, weight=w, delta=d, gamma=g, ignore_index=255)
+  )
+  for gamma in (0.0, 0.5, 1.0):
+    want = unified_focal_loss(logits, labels, weight=0.3, delta=0.7, gamma=gamma, ignore_index=255)
+    _close(traced(logits, labels, 0.3, 0.7, gamma), np.asarray(want, np.float64), rtol=1e-5)
+  with pytest.raises(ValueError, match="gamma must be in"):
+    unified_focal_loss(logits, labels, gamma=1.5)

@@ -9,7 +9,8 @@ for all of them:
 * ``mode`` is ``'binary'`` (one channel, sigmoid), ``'multiclass'`` (softmax over channels) or
   ``'multilabel'`` (independent sigmoid per channel); ``None`` picks binary for one channel and
   multiclass otherwise.
-* Pixel weights are ``mask`` (``(batch, *spatial)``, 0 = ignore) times the validity of integer
+* Pixel weights are ``mask`` (``(batch, *spatial)``, weights >= 0, 0 = ignore; a negative or NaN
+  weight, which cannot raise inside ``jit``, counts as 0) times the validity of integer
   labels: a pixel whose label equals ``ignore_index``, or lies outside the valid range
   (``[0, channels)`` for multiclass, ``{0, 1}`` for binary), has weight 0 and contributes nothing.
   Out-of-range labels cannot raise inside ``jit``; :func:`seg_jax.losses.check_labels` validates
@@ -120,6 +121,16 @@ def check_number(
     raise ValueError(f"{loss}: {name} must be a finite number {rel} {minimum}, got {value!r}.")
 
 
+def check_unit_interval(name: str, value, *, loss: str) -> None:
+  """Raises ValueError naming ``name`` unless ``value`` is a number in ``[0, 1]``.
+
+  Traced scalars are accepted unchecked (as in :func:`check_number`).
+  """
+  check_number(name, value, loss=loss)
+  if not isinstance(value, jax.core.Tracer) and float(value) > 1.0:
+    raise ValueError(f"{loss}: {name} must be in [0, 1], got {value!r}.")
+
+
 def check_region_options(
   *,
   loss: str,
@@ -141,19 +152,25 @@ def check_region_options(
     check_number("smooth", smooth, loss=loss)
 
 
-def resolve_mode(mode: str | None, num_channels: int, *, loss: str) -> str:
-  """Returns the mode to use for ``num_channels`` output channels, checking that it fits."""
+def resolve_mode(
+  mode: str | None, num_channels: int, *, loss: str, shape: tuple[int, ...] | None = None
+) -> str:
+  """Returns the mode to use for ``num_channels`` output channels, checking that it fits.
+
+  ``shape`` (of the logits), when given, is named in the error.
+  """
   if mode is None:
     return "binary" if num_channels == 1 else "multiclass"
   check_choice("mode", mode, MODES, loss=loss)
+  of = f" (logits of shape {shape})" if shape is not None else ""
   if mode == "binary" and num_channels != 1:
     raise ValueError(
-      f"{loss}: mode='binary' needs logits with 1 channel, got {num_channels} channels; use "
+      f"{loss}: mode='binary' needs logits with 1 channel, got {num_channels} channels{of}; use "
       "mode='multilabel' for independent sigmoid channels or 'multiclass' for softmax."
     )
   if mode == "multiclass" and num_channels < 2:
     raise ValueError(
-      f"{loss}: mode='multiclass' needs at least 2 channels, got {num_channels}; a single "
+      f"{loss}: mode='multiclass' needs at least 2 channels, got {num_channels}{of}; a single "
       "channel is mode='binary'."
     )
   return mode
@@ -193,7 +210,8 @@ def prepare(
     labels: integer ``(batch, *spatial)`` class map, or dense ``logits.shape`` targets.
     mode: ``'binary'``, ``'multiclass'``, ``'multilabel'`` or ``None`` (from channel count).
     from_logits: ``False`` if ``logits`` already hold probabilities.
-    mask: optional ``(batch, *spatial)`` weights, 0 = ignore.
+    mask: optional ``(batch, *spatial)`` weights >= 0, 0 = ignore (negative or NaN entries count
+      as 0).
     ignore_index: label value to ignore (integer class maps only).
     loss: name of the calling loss, used in error messages.
 
@@ -214,7 +232,12 @@ def prepare(
   if min(lshape) == 0:
     raise ValueError(f"{loss}: logits has an empty dimension, shape {lshape}.")
   num_channels = lshape[-1]
-  mode = resolve_mode(mode, num_channels, loss=loss)
+  mode = resolve_mode(mode, num_channels, loss=loss, shape=lshape)
+  check_flag("from_logits", from_logits, loss=loss)
+  if ignore_index is not None and (
+    isinstance(ignore_index, bool | np.bool_) or not isinstance(ignore_index, int | np.integer)
+  ):
+    raise TypeError(f"{loss}: ignore_index must be an int or None, got {ignore_index!r}.")
   label_dtype = jnp.result_type(labels)
   is_int = jnp.issubdtype(label_dtype, jnp.integer) or label_dtype == jnp.bool_
 
@@ -255,7 +278,13 @@ def prepare(
   if not from_logits:
     scores = jnp.clip(scores, EPS, 1.0 - EPS)
 
-  weights = jnp.ones(lshape[:-1], jnp.float32) if mask is None else jnp.asarray(mask, jnp.float32)
+  if mask is None:
+    weights = jnp.ones(lshape[:-1], jnp.float32)
+  else:
+    # Weights are >= 0 by contract; negative or NaN entries (which cannot raise under jit) count
+    # as 0, i.e. ignored, rather than turning the loss negative or NaN.
+    weights = jnp.asarray(mask, jnp.float32)
+    weights = jnp.where(weights > 0, weights, 0.0)
   if kind == "index":
     y = jnp.asarray(labels).astype(jnp.int32)
     upper = 2 if mode == "binary" else num_channels

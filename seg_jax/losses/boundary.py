@@ -36,7 +36,16 @@ def _channels(x, include_background: bool, class_weights, *, loss: str):
   return slice(first, num_classes), weights[first:]
 
 
-def _given_maps(distance_maps, logits_shape, sel: slice, *, loss: str) -> jax.Array:
+def _given_maps(
+  distance_maps, logits_shape, sel: slice, *, loss: str, nonnegative: bool = False
+) -> jax.Array:
+  """Checks precomputed maps and returns the selected channels, float32, gradient stopped.
+
+  Non-finite entries (``distance_transform_edt`` of a mask with no background is ``+inf``) are
+  set to 0, the maps' convention for a class that has no boundary in an image, so a probability
+  of 0 never meets an infinite distance (0 * inf = NaN). With ``nonnegative`` (unsigned
+  distances) negative entries are set to 0 as well.
+  """
   shape = tuple(np.shape(distance_maps))
   if shape != tuple(logits_shape):
     raise ValueError(
@@ -47,7 +56,8 @@ def _given_maps(distance_maps, logits_shape, sel: slice, *, loss: str) -> jax.Ar
   if not (jnp.issubdtype(dtype, jnp.floating) or jnp.issubdtype(dtype, jnp.integer)):
     raise TypeError(f"{loss}: distance_maps must be real numbers, got dtype {dtype}.")
   maps = jnp.asarray(distance_maps, jnp.float32)[..., sel]
-  return jax.lax.stop_gradient(maps)
+  ok = jnp.isfinite(maps) & (maps >= 0) if nonnegative else jnp.isfinite(maps)
+  return jax.lax.stop_gradient(jnp.where(ok, maps, 0.0))
 
 
 def _class_average(values: jax.Array, weights: jax.Array) -> jax.Array:
@@ -119,7 +129,8 @@ def boundary_loss(
     class_weights: optional ``(channels,)`` weights :math:`\lambda_c` of the class mean.
     distance_maps: optional precomputed signed maps of ``logits.shape``, e.g.
       ``signed_distance_map(one_hot_labels)`` made by the data pipeline; ``None`` computes them
-      from ``labels`` inside the loss. They carry no gradient.
+      from ``labels`` inside the loss. They carry no gradient; non-finite entries are read as 0
+      (no boundary), so an ``inf`` from a mask without background cannot give NaN.
     sampling: voxel spacing for the maps computed here (see
       :func:`seg_jax.losses.distance_transform_edt`); must be ``None`` with ``distance_maps``.
 
@@ -227,7 +238,8 @@ def hausdorff_dt_loss(
     distance_maps: optional precomputed ground-truth maps :math:`d_G` of ``logits.shape`` (the
       non-negative distances themselves, not raised to ``alpha``), e.g.
       ``boundary_distance_map(one_hot_labels)``; ``None`` computes them from ``labels``. The
-      prediction's maps are always computed inside the loss.
+      prediction's maps are always computed inside the loss. Negative or non-finite entries are
+      read as 0 (no boundary), so an ``inf`` from a mask without background cannot give NaN.
     sampling: voxel spacing for the maps computed here (see
       :func:`seg_jax.losses.distance_transform_edt`); with ``distance_maps`` it still applies to
       :math:`d_P`, so make the given maps with the same spacing.
@@ -275,7 +287,7 @@ def hausdorff_dt_loss(
     both = boundary_distance_map(jnp.concatenate([g, pred]), sampling=sampling)
     d_gt, d_pred = both[: g.shape[0]], both[g.shape[0] :]
   else:
-    d_gt = _given_maps(distance_maps, np.shape(logits), sel, loss=name)
+    d_gt = _given_maps(distance_maps, np.shape(logits), sel, loss=name, nonnegative=True)
     d_pred = boundary_distance_map(pred, sampling=sampling)
   weight = jnp.power(d_gt, alpha_value) + jnp.power(d_pred, alpha_value)
   values = _class_average((p - g) ** 2 * weight, lam)

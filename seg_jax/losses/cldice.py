@@ -25,6 +25,7 @@ from seg_jax.losses._common import (
   _psum,
   check_class_vector,
   check_region_options,
+  check_unit_interval,
   class_mean,
   prepare,
   probabilities,
@@ -204,12 +205,9 @@ def cldice_loss(
     ignore_empty=ignore_empty,
     smooth=smooth,
   )
-  if not 0.0 <= alpha <= 1.0:
-    raise ValueError(f"{_NAME}: alpha must be in [0, 1], got {alpha!r}.")
+  check_unit_interval("alpha", alpha, loss=_NAME)
   if isinstance(num_iter, bool) or not isinstance(num_iter, int) or num_iter < 1:
     raise ValueError(f"{_NAME}: num_iter must be a positive int, got {num_iter!r}.")
-  if smooth < 0:
-    raise ValueError(f"{_NAME}: smooth must be >= 0, got {smooth!r}.")
   x = prepare(
     logits,
     labels,
@@ -233,7 +231,8 @@ def cldice_loss(
   inter, p_sum, g_sum = total(p * g), total(p), total(g)
   dice = 1.0 - safe_divide(2.0 * inter + smooth, p_sum + g_sum + smooth, empty=1.0)
   values = (1.0 - alpha) * dice
-  if alpha > 0:
+  # A concrete alpha of 0 skips the skeletons; a traced alpha (a schedule) always computes them.
+  if isinstance(alpha, jax.core.Tracer) or alpha > 0:
     skel_p = soft_skeleton(p, num_iter=num_iter, domain=domain)
     skel_g = soft_skeleton(g, num_iter=num_iter, domain=domain)
     t_prec = safe_divide(total(skel_p * g) + smooth, total(skel_p) + smooth, empty=1.0)

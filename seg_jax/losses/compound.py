@@ -10,6 +10,10 @@ signature has it (``mode``, ``mask``, ``reduction``, ``axis_name``... go to all 
 ``smooth`` only to the region losses, ``gamma`` only to focal); an option that no component takes
 is an error. ``class_weights`` exists in both cross-entropy (a per-class pixel weight) and the
 region losses (a weight in the mean over classes), so a shared ``class_weights`` reaches both.
+Names that mean different things in different losses (``alpha``: focal's positive-class weight,
+Tversky's false-positive weight, clDice's mixing weight, the Hausdorff exponent; ``gamma``;
+``distance_maps``) are an error as shared options when they would reach losses of different
+meanings: give them per component, ``options={'focal': {'alpha': 0.25}}``.
 """
 
 from __future__ import annotations
@@ -55,16 +59,61 @@ def _check_weight(value, what: str, *, where: str):
   return value
 
 
+# Option names that mean different things in different losses: for each, the groups of registry
+# losses in which it means the same thing. A shared option of such a name that would reach losses
+# of two groups is an error (it must be given per component, with ``options``), e.g. ``alpha`` is
+# focal's positive-class weight but Tversky's false-positive weight.
+_MEANINGS: dict[str, tuple[frozenset[str], ...]] = {
+  "alpha": (
+    frozenset({"focal", "dice_focal"}),  # positive-class / per-class weight
+    frozenset({"tversky", "focal_tversky"}),  # weight of the false positives
+    frozenset({"cldice"}),  # weight of clDice against soft Dice
+    frozenset({"hausdorff_dt"}),  # exponent of the distances
+  ),
+  "gamma": (
+    frozenset({"focal", "dice_focal"}),  # focusing parameter
+    frozenset({"focal_tversky"}),  # exponent of 1 - TI
+    frozenset({"unified_focal"}),  # background suppression / foreground enhancement
+  ),
+  "distance_maps": (
+    frozenset({"boundary"}),  # signed distance maps
+    frozenset({"hausdorff_dt"}),  # unsigned ground-truth distances
+  ),
+}
+
+
+def _meaning(option: str, name: str) -> int:
+  """Index of the group in which ``option`` of loss ``name`` has its meaning (-1: no group)."""
+  for i, group in enumerate(_MEANINGS.get(option, ())):
+    if name in group:
+      return i
+  return -1
+
+
 def _route(
   opts: Mapping, components: Mapping[str, Sequence[str]], *, where: str
 ) -> dict[str, dict]:
-  """Splits ``opts`` among ``components`` (name -> accepted options); unknown options raise."""
+  """Splits ``opts`` among ``components`` (name -> accepted options).
+
+  Raises TypeError for an option that no component takes, and for one that would reach
+  components in which it means different things (:data:`_MEANINGS`).
+  """
   unknown = sorted(k for k in opts if not any(k in accepted for accepted in components.values()))
   if unknown:
     raise TypeError(
       f"{where}: no component takes option(s) {', '.join(map(repr, unknown))}. Options by "
       f"component: {_options_table(components)}."
     )
+  for option in opts:
+    if option not in _MEANINGS:
+      continue
+    receivers = [name for name, accepted in components.items() if option in accepted]
+    if len({_meaning(option, name) for name in receivers}) > 1:
+      raise TypeError(
+        f"{where}: option {option!r} means different things in components "
+        f"{', '.join(map(repr, receivers))}; give it to each component separately with "
+        f"options={{name: {{{option!r}: value}}}}."
+      )
   return {
     name: {k: v for k, v in opts.items() if k in accepted} for name, accepted in components.items()
   }

@@ -158,8 +158,8 @@ def _check_range(name: str, value, lo: float, hi: float | None, *, loss: str) ->
   else:
     bad = hi is not None and bool(np.any(arr > hi))
   if bad:
-    span = f"[{lo}, {hi}]" if hi is not None else f">= {lo}"
-    raise ValueError(f"{loss}: {name} must be finite and in {span}, got {value!r}.")
+    span = f"in [{lo}, {hi}]" if hi is not None else f">= {lo}"
+    raise ValueError(f"{loss}: {name} must be finite and {span}, got {value!r}.")
 
 
 def _is_zero(value) -> bool:

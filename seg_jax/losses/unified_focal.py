@@ -17,6 +17,7 @@ from seg_jax.losses._common import (
   _psum,
   check_class_vector,
   check_region_options,
+  check_unit_interval,
   class_mean,
   log_probabilities,
   prepare,
@@ -30,13 +31,13 @@ from seg_jax.losses.registry import register
 _NAME = "unified_focal"
 
 
-def _power(base: jax.Array, exponent: float) -> jax.Array:
+def _power(base: jax.Array, exponent) -> jax.Array:
   """``base ** exponent`` for ``base >= 0`` with a finite (zero) gradient at ``base == 0``.
 
   ``0 ** 0`` is 1.
   """
   positive = base > 0
-  at_zero = 0.0 if exponent > 0 else 1.0
+  at_zero = jnp.where(exponent > 0, 0.0, 1.0)  # The exponent may be traced.
   return jnp.where(positive, jnp.where(positive, base, 1.0) ** exponent, at_zero)
 
 
@@ -154,10 +155,7 @@ def unified_focal_loss(
     smooth=smooth,
   )
   for name, value in (("weight", weight), ("delta", delta), ("gamma", gamma)):
-    if not 0.0 <= value <= 1.0:
-      raise ValueError(f"{_NAME}: {name} must be in [0, 1], got {value!r}.")
-  if smooth < 0:
-    raise ValueError(f"{_NAME}: smooth must be >= 0, got {smooth!r}.")
+    check_unit_interval(name, value, loss=_NAME)
   x = prepare(
     logits,
     labels,
@@ -208,7 +206,7 @@ def unified_focal_loss(
   else:
     tn = total(q * (1.0 - g))  # Background: TP_0 = TN, FN_0 = FP, FP_0 = FN.
     tversky_terms = 0.5 * (one_minus_mti(tn, fp, fn) + fg)
-  tversky, _ = class_mean(
+  tversky, tversky_counted = class_mean(
     tversky_terms,
     total(g),
     mode=x.mode,
@@ -221,7 +219,15 @@ def unified_focal_loss(
     focal = reduce_pixels(focal_pixels, w, reduction="none")
   else:
     focal = reduce_pixels(focal_pixels, w, reduction="mean", axis_name=axis_name)
-  loss = weight * focal + (1.0 - weight) * tversky
-  return reduce_images(
-    loss, jnp.ones_like(loss), x, per_image=per_image, reduction=reduction, axis_name=axis_name
+
+  # Each term is averaged over the images where it is defined: the focal term over images with
+  # kept pixels, the Tversky term also only where a class was counted (with ignore_empty, an
+  # image without any of its classes leaves the Tversky mean, as in dice_loss).
+  def reduced(values, counted):
+    return reduce_images(
+      values, counted, x, per_image=per_image, reduction=reduction, axis_name=axis_name
+    )
+
+  return weight * reduced(focal, jnp.ones_like(focal)) + (1.0 - weight) * reduced(
+    tversky, tversky_counted
   )
