@@ -14,12 +14,14 @@ else), warmed up for 2 steps, then ``--steps`` steps are timed one by one
 (``block_until_ready``) on one fixed global batch of the configured data set, so the data
 pipeline is not part of the number. Reported: median step time and images/s
 (global batch / median step time), compile time, XLA's memory analysis of the compiled step
-(arguments + outputs + temporaries per device, an upper bound of its device memory), the
+(arguments + outputs - donated aliases + temporaries per device, an upper bound of its device
+memory), the
 devices' ``peak_bytes_in_use`` where the backend reports it (GPU, TPU), and the process's peak
 resident memory (which on CPU includes the device buffers).
 
-On a CPU-only machine the benchmark makes one XLA CPU device per core, as ``launch.py`` does
-(``--cpu_devices`` to change), so the data-parallel step uses every core.
+On a CPU-only machine the benchmark makes up to one XLA CPU device per core, as ``launch.py``
+does (:mod:`seg_jax.devices`; ``--cpu_devices`` to change), so the data-parallel step uses every
+core.
 """
 
 from __future__ import annotations
@@ -27,7 +29,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import os
 import pathlib
 import resource
 import statistics
@@ -79,8 +80,12 @@ def run(config, *, steps: int) -> dict:
   memory = compiled.memory_analysis()
   xla_bytes = None
   if memory is not None:
+    # The donated state is both an argument and an output: count its buffers once.
     xla_bytes = int(
-      memory.argument_size_in_bytes + memory.output_size_in_bytes + memory.temp_size_in_bytes
+      memory.argument_size_in_bytes
+      + memory.output_size_in_bytes
+      - memory.alias_size_in_bytes
+      + memory.temp_size_in_bytes
     )
 
   for _ in range(2):
@@ -192,22 +197,25 @@ def main(argv=None) -> dict:
   p.add_argument("--config", type=pathlib.Path, default=None, help="config file")
   p.add_argument("--steps", type=int, default=None, help="timed steps (default 20; quick 3)")
   p.add_argument("--data_dir", default=None, help="tfds data directory (config.data.data_dir)")
-  p.add_argument("--cpu_devices", type=int, default=-1, help="-1: one per core; 0: default")
+  p.add_argument(
+    "--cpu_devices",
+    type=int,
+    default=-1,
+    help="CPU devices (-1: the most, up to one per core, dividing the batch; 0: JAX's default)",
+  )
   p.add_argument("--json", type=pathlib.Path, default=None, help="where to write the JSON")
   p.add_argument("--markdown", type=pathlib.Path, default=None, help="BENCHMARKS.md to update")
   args = p.parse_args(argv)
 
   import jax
 
+  from seg_jax import devices
   from seg_jax.machine import machine_info
 
-  if args.cpu_devices != 0 and "JAX_NUM_CPU_DEVICES" not in os.environ:
-    jax.config.update(
-      "jax_num_cpu_devices", args.cpu_devices if args.cpu_devices > 0 else os.cpu_count() or 1
-    )
   default_config = "runlocal.py" if args.quick else "default.py"
   config_path = args.config or ROOT / "configs" / default_config
   config = load_config(config_path)
+  devices.setup_cpu_devices(args.cpu_devices, (config.train.batch_size,))
   if args.data_dir is not None:
     config.data.data_dir = args.data_dir
   steps = args.steps or (3 if args.quick else 20)

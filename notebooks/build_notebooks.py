@@ -136,6 +136,7 @@ choosing = [
         "generalized_dice": "overlap", "log_cosh_dice": "overlap", "lovasz": "overlap",
         "boundary": "distance", "hausdorff_dt": "distance", "cldice": "topology",
         "dice_ce": "compound", "dice_focal": "compound", "unified_focal": "compound",
+        "dice_boundary": "compound", "dice_hausdorff": "compound",
     }
     assert set(FAMILY) == set(losses.names()), sorted(set(FAMILY) ^ set(losses.names()))
     rows = ["| registry name | family | what it is |", "|---|---|---|"]
@@ -410,8 +411,8 @@ choosing = [
   overlap losses are advised under imbalance: they give a small class the same weight as a large
   one. Two side effects follow from the formula. Background pixels are pushed down in proportion
   to $D$: while the object is still poorly found ($D$ small) Dice hardly penalises false
-  positives, so Dice-trained models tend to over-segment early (high recall, low precision;
-  see section 3). And the scale $1/(P+G)$ is large when the object and the prediction are small
+  positives, so a Dice-trained model can over-segment early in training (recall above
+  precision). And the scale $1/(P+G)$ is large when the object and the prediction are small
   (noisy early training; empty images, where $G = 0$ leaves only the smoothing constant), which
   is one reason compounds such as Dice + CE are the usual default.
 
@@ -539,9 +540,12 @@ choosing = [
     x = np.arange(len(KINDS))
     for ax, (key, label) in zip(axes[:3], metric_names):
         for j, loss in enumerate(LOSSES):
-            values = [final(kind, loss).get(key, 0.0) for kind in KINDS]
-            bars = ax.bar(x + (j - (len(LOSSES) - 1) / 2) * width, values, width, label=loss)
-            ax.bar_label(bars, fmt="%.2f", fontsize=7)
+            # Undefined (e.g. the precision of a model predicting no foreground): no bar, "n/a".
+            values = [final(kind, loss).get(key, np.nan) for kind in KINDS]
+            bars = ax.bar(x + (j - (len(LOSSES) - 1) / 2) * width, np.nan_to_num(values), width,
+                          label=loss)
+            ax.bar_label(bars, labels=[f"{v:.2f}" if np.isfinite(v) else "n/a" for v in values],
+                         fontsize=7)
         ax.set(xticks=x, xticklabels=KINDS, ylim=(0, 1.05), xlabel="data set",
                ylabel=f"validation {label}", title=f"Foreground {label}")
         ax.grid(axis="y", alpha=0.3)
@@ -604,9 +608,9 @@ choosing = [
   | situation | start with | why |
   |---|---|---|
   | any data | `cross_entropy` and `dice_ce` as references | CE is the standard; Dice + CE is nnU-Net's default and among the most robust in Ma et al. 2021 |
-  | foreground < 10 % of the pixels | `dice`, `dice_ce`, `focal_tversky`; under 1 % also `dice_focal` | overlap losses weigh a class by its size, not its pixel count (section 2); focal loss alone down-weights easy pixels but stays a pixel average |
+  | rarest foreground class < 10 % of the pixels | `dice`, `dice_ce`, `focal_tversky`; under 1 % also `dice_focal` | overlap losses weigh a class by its size, not its pixel count (section 2); focal loss alone down-weights easy pixels but stays a pixel average |
   | thin structures (vessels, roads) | add `cldice` | a 1-pixel break costs almost nothing in Dice but breaks the topology |
-  | small objects, boundary quality | add `boundary` or `hausdorff_dt` to a region loss | they weigh errors by their distance to the true contour |
+  | small objects, boundary quality | `dice_boundary`, `dice_hausdorff` (a distance loss added to Dice) | they weigh errors by their distance to the true contour |
   | many images without foreground | keep batch statistics (`per_image=False`, the default) or `ignore_empty=True` | per-image Dice is 0/0 there, decided by the smoothing constant |
 
   These are the rules `python -m seg_jax.inspect` applies (written down in `seg_jax/recommend.py`

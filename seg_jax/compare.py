@@ -245,11 +245,19 @@ def _cached_examples(workdir: str, steps: int, num_examples: int) -> dict | None
   return {k: v[:num_examples] if k != "step" else int(v) for k, v in cached.items()}
 
 
-def run_state(config: ml_collections.ConfigDict, workdir: str, num_examples: int = 0) -> str:
+def run_state(
+  config: ml_collections.ConfigDict,
+  workdir: str,
+  num_examples: int = 0,
+  *,
+  expect_test: bool = False,
+) -> str:
   """Where the run of ``config`` in ``workdir`` stands.
 
   Returns:
-    ``'finished'`` (final validation metrics and final checkpoint or cached predictions),
+    ``'finished'`` (final validation metrics, and the final test metrics if ``expect_test``
+    (the trainer evaluates the test split at the end), and final checkpoint or cached
+    predictions),
     ``'diverged'`` (stopped on a non-finite loss, recorded by compare), ``'partial'`` (a
     checkpoint to resume from) or ``'new'``.
 
@@ -270,9 +278,11 @@ def run_state(config: ml_collections.ConfigDict, workdir: str, num_examples: int
     return "diverged"
   steps = config.train.steps
   latest = _latest_checkpoint(workdir)
-  if final_record(read_metrics(workdir), config.train.eval_split, steps) is not None and (
-    latest == steps or _cached_examples(workdir, steps, num_examples) is not None
-  ):
+  records = read_metrics(workdir)
+  has_final = final_record(records, config.train.eval_split, steps) is not None
+  if expect_test:  # A run stopped during its final test evaluation is resumed to finish it.
+    has_final = has_final and final_record(records, "test", steps) is not None
+  if has_final and (latest == steps or _cached_examples(workdir, steps, num_examples) is not None):
     return "finished"
   return "partial" if latest is not None else "new"
 
@@ -438,7 +448,8 @@ def run_comparison(
   for i, name in enumerate(names, 1):
     c, workdir = configs[name], os.path.join(outdir, name)
     tag = f"[{i}/{n}] {name}"
-    state = run_state(c, workdir, num_examples)
+    expect_test = c.train.test_at_end and "test" in ds.splits and c.train.eval_split != "test"
+    state = run_state(c, workdir, num_examples, expect_test=expect_test)
     info = _read_json(os.path.join(workdir, RUN_FILE)) or {}
     run = {
       "workdir": workdir,
@@ -449,6 +460,8 @@ def run_comparison(
     runs[name] = run
     if state in ("finished", "diverged"):
       run["status"] = "cached" if state == "finished" else "diverged"
+      if state == "finished":
+        run["error"] = None  # An error of an earlier invocation, since resolved.
       echo(f"{tag}: already {state} in {workdir}{_dice_text(workdir, c)}.")
     else:
       if state == "partial":
@@ -557,15 +570,27 @@ def plot_learning_curves(runs: dict[str, dict], path: str, *, title: str = "") -
   """Training loss and validation ``dice_mean`` against the step, one line per loss."""
   fig = _figure(12, 4.5)
   ax_loss, ax_dice = fig.subplots(1, 2)
+  values = []
   for name, run in runs.items():
     c = run.get("curves") or {}
     if c.get("train_step"):
       ax_loss.plot(c["train_step"], c["train_loss"], marker=".", label=name)
+      values += [v for v in c["train_loss"] if np.isfinite(v)]
     if c.get("val_step"):
       ax_dice.plot(c["val_step"], c["val_dice"], marker="o", label=name)
-  ax_loss.set_yscale("log")
+  # Log scale, so losses of different sizes all show; symmetric log where some loss goes to 0
+  # or below (the boundary loss is negative near its optimum), which a log axis would drop.
+  if values and min(values) > 0:
+    ax_loss.set_yscale("log")
+    scale = "log"
+  elif values:
+    small = [abs(v) for v in values if v != 0]
+    ax_loss.set_yscale("symlog", linthresh=min(small) if small else 1e-3)
+    scale = "symmetric log"
+  else:
+    scale = "linear"
   ax_loss.set_xlabel("training step")
-  ax_loss.set_ylabel("training loss (each loss on its own scale, log)")
+  ax_loss.set_ylabel(f"training loss (each loss on its own scale, {scale})")
   ax_loss.set_title("Training loss")
   ax_dice.set_xlabel("training step")
   ax_dice.set_ylabel("validation dice_mean (foreground)")

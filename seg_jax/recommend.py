@@ -34,8 +34,8 @@ Rules, in the order they are applied (``RULES``):
    (Shit et al. 2021).
 4. ``boundary``: a foreground class that is not thin, with boundary share :math:`\ge`
    ``BOUNDARY_MIN_SHARE`` or median object size :math:`<` ``SMALL_OBJECT_FRACTION`` of the image
-   -> ``boundary`` and ``hausdorff_dt`` (Kervadec et al. 2019; Karimi & Salcudean 2020), to be
-   used as compounds with a region loss (e.g. ``losses.combine({'dice': 1, 'boundary': 0.01})``).
+   -> ``dice_boundary`` and ``dice_hausdorff`` (Kervadec et al. 2019; Karimi & Salcudean 2020):
+   the distance losses as compounds with Dice, as the papers use them.
 5. ``empty``: empty images :math:`\ge` ``EMPTY_MIN_FRACTION`` of the images, or a foreground
    class absent from :math:`\ge` ``ABSENT_MIN_FRACTION`` of them -> no new loss; region losses
    (dice, tversky, focal_tversky, cldice, ...) should keep batch statistics
@@ -246,12 +246,15 @@ def _rule_boundary(stats) -> Advice | None:
     return None
   why = (
     "small or boundary-dominated objects (" + "; ".join(hits) + "): distance-weighted losses "
-    "penalise errors by how far they are from the true contour; use them as compounds with a "
-    "region loss, e.g. losses.combine({'dice': 1.0, 'boundary': 0.01}), raising the boundary "
-    "weight during training"
+    "penalise errors by how far they are from the true contour; they are used as compounds "
+    "with a region loss (the presets dice_boundary and dice_hausdorff: Dice plus 0.01 x the "
+    "distance term), as the papers do"
   )
   return Advice(
-    "boundary", ("boundary", "hausdorff_dt"), why, sources=("kervadec2019", "karimi2020")
+    "boundary",
+    ("dice_boundary", "dice_hausdorff"),
+    why,
+    sources=("kervadec2019", "karimi2020"),
   )
 
 
@@ -309,7 +312,7 @@ RULES: tuple[Rule, ...] = (
   Rule(
     "boundary",
     f"boundary share >= {BOUNDARY_MIN_SHARE:g} or median object < {SMALL_OBJECT_FRACTION:g} "
-    "of the image: boundary, hausdorff_dt",
+    "of the image: dice_boundary, dice_hausdorff",
     _rule_boundary,
   ),
   Rule(

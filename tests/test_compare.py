@@ -222,6 +222,18 @@ def test_tiny_comparison_report_figures_and_resume(tmp_path, monkeypatch, capsys
   _, *rows_again = _table_rows((outdir / "report.md").read_text(), "## Validation metrics")
   assert [r[1] for r in rows_again] == [r[1] for r in rows]
 
+  # A run stopped during its final test evaluation (validation record and final checkpoint
+  # there, no test record) is not finished when the trainer evaluates the test split.
+  ce_config = compare.loss_config(compare.with_steps(flag_values.config, 4), "cross_entropy")
+  ce_metrics = outdir / "cross_entropy" / "metrics.jsonl"
+  full = ce_metrics.read_text()
+  ce_metrics.write_text(
+    "\n".join(x for x in full.splitlines() if '"split": "test"' not in x) + "\n"
+  )
+  assert compare.run_state(ce_config, str(outdir / "cross_entropy")) == "finished"
+  assert compare.run_state(ce_config, str(outdir / "cross_entropy"), expect_test=True) == "partial"
+  ce_metrics.write_text(full)
+
   # An interrupted run (no final metrics, checkpoints left) goes back to the trainer, which
   # resumes from its latest checkpoint; the finished one is still not retrained.
   trained = []
@@ -322,3 +334,55 @@ def test_prediction_grid_volumes_multiclass_and_missing_runs(tmp_path, rng):
   runs["dice"]["examples"] = None
   assert compare.plot_prediction_grid(runs, str(tmp_path / "none.png"), class_names="ab") is None
   assert not (tmp_path / "none.png").exists()
+
+
+def test_figures_are_labelled_and_show_negative_losses(monkeypatch, tmp_path):
+  figures = []
+  make = compare._figure
+
+  def recording(*args, **kwargs):
+    figures.append(make(*args, **kwargs))
+    return figures[-1]
+
+  monkeypatch.setattr(compare, "_figure", recording)
+  curves = {
+    "dice": {"train_step": [1, 2], "train_loss": [0.9, 0.5], "val_step": [2], "val_dice": [0.6]},
+    # The boundary loss is negative near its optimum: a log axis would drop it.
+    "boundary": {
+      "train_step": [1, 2],
+      "train_loss": [0.2, -1.5],
+      "val_step": [2],
+      "val_dice": [0.4],
+    },
+  }
+  compare.plot_learning_curves(
+    {k: {"curves": v} for k, v in curves.items()}, str(tmp_path / "c.png"), title="t"
+  )
+  ax_loss, ax_dice = figures[-1].axes
+  assert ax_loss.get_yscale() == "symlog" and "symmetric log" in ax_loss.get_ylabel()
+  assert [len(line.get_xdata()) for line in ax_loss.get_lines()] == [2, 2]
+  for ax in (ax_loss, ax_dice):
+    assert ax.get_title() and ax.get_xlabel() and ax.get_ylabel()
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["dice", "boundary"]
+  compare.plot_learning_curves({"dice": {"curves": curves["dice"]}}, str(tmp_path / "d.png"))
+  assert figures[-1].axes[0].get_yscale() == "log"
+
+  rng = np.random.default_rng(0)
+  examples = {
+    "image": rng.random((2, 8, 8, 3)).astype(np.float32),
+    "label": rng.integers(0, 2, (2, 8, 8)),
+    "pred": rng.integers(0, 2, (2, 8, 8)),
+  }
+  compare.plot_prediction_grid(
+    {"dice": {"examples": examples}, "focal": {"examples": examples}},
+    str(tmp_path / "g.png"),
+    class_names=("background", "shape"),
+    title="t",
+  )
+  grid = [ax for ax in figures[-1].axes if ax.get_label() != "<colorbar>"]
+  assert len(grid) == 2 * 4  # 2 images x (image, truth, dice, focal)
+  assert all(ax.get_title() for ax in grid)
+  assert [ax.get_ylabel() for ax in grid[::4]] == ["y (pixels)"] * 2
+  assert all(ax.get_xlabel() == "x (pixels)" for ax in grid[-4:])
+  colorbars = [ax for ax in figures[-1].axes if ax.get_label() == "<colorbar>"]
+  assert colorbars and colorbars[0].get_ylabel() == "class"

@@ -547,3 +547,46 @@ def test_combine_refuses_a_shared_option_with_different_meanings(rng):
     x, y, alpha=0.7, beta=0.3
   )
   np.testing.assert_allclose(same(x, y), want, rtol=1e-6)
+
+
+# ---------------------------------------------------------------- dice + distance presets
+@pytest.mark.parametrize("name", ["dice_boundary", "dice_hausdorff"])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_dice_distance_presets_match_reference(rng, name, channels):
+  from test_boundary import ref_loss  # The float64 scipy-based reference of those losses.
+
+  kind = "boundary" if name == "dice_boundary" else "hausdorff_dt"
+  weight_name = "boundary_weight" if name == "dice_boundary" else "hausdorff_weight"
+  logits, labels, m = _case(rng, (6, 7), channels)
+  w = _w(labels, m)
+  opts = {weight_name: 0.3, "smooth": 0.1, "include_background": False}
+  if kind == "hausdorff_dt":
+    opts["alpha"] = 1.5
+  got = jit(losses.get(name, **opts))(logits, labels, mask=m)
+  # Dice takes include_background (and smooth); the distance term always leaves the background
+  # out, as its paper and its default do.
+  want = ref_dice(logits, labels, w, smooth=0.1, include_background=False) + 0.3 * ref_loss(
+    kind, logits, labels, mask=m, alpha=opts.get("alpha", 2.0)
+  )
+  np.testing.assert_allclose(got, want, rtol=RTOL, atol=ATOL)
+  # Default weights: 1 and 0.01.
+  plain = jit(losses.lookup(name))(logits, labels)
+  want = ref_dice(logits, labels, _w(labels, None)) + 0.01 * ref_loss(kind, logits, labels)
+  np.testing.assert_allclose(plain, want, rtol=RTOL, atol=ATOL)
+
+
+def test_dice_distance_presets_options_and_errors(rng):
+  logits, labels, _ = _case(rng, (6, 7), 1, mask=False)
+  assert set(losses.options("dice_boundary")) >= {"distance_maps", "sampling", "per_image"}
+  assert "alpha" in losses.options("dice_hausdorff")
+  # Precomputed maps reach the boundary term.
+  maps = np.asarray(losses.signed_distance_map(labels[..., None].astype(np.float32)))
+  np.testing.assert_allclose(
+    losses.dice_boundary_loss(logits, labels, distance_maps=maps),
+    losses.dice_boundary_loss(logits, labels),
+    rtol=1e-6,
+  )
+  with pytest.raises(ValueError, match="must be a finite number >= 0"):
+    losses.dice_boundary_loss(logits, labels, boundary_weight=-1.0)
+  with pytest.raises(ValueError, match="every weight is 0"):
+    losses.dice_hausdorff_loss(logits, labels, dice_weight=0.0, hausdorff_weight=0.0)

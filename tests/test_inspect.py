@@ -228,7 +228,7 @@ def test_thin_rule():
 
 def test_boundary_rule():
   rules = _rules(_stats([0.3], boundary=recommend.BOUNDARY_MIN_SHARE))
-  assert rules["boundary"].losses == ("boundary", "hausdorff_dt")
+  assert rules["boundary"].losses == ("dice_boundary", "dice_hausdorff")
   assert "boundary" not in _rules(_stats([0.3], boundary=0.49))
   small = _rules(_stats([0.3], median=0.5 * recommend.SMALL_OBJECT_FRACTION))
   assert "boundary" in small and "median object" in small["boundary"].reason
@@ -281,7 +281,9 @@ def test_rule_losses_are_registered():
   rich["classes"][2]["boundary_fraction"] = 0.9
   names = recommend.losses_to_try(recommend.recommend(rich))
   assert set(names) <= set(losses.names())
-  assert {"cldice", "boundary", "hausdorff_dt", "dice_focal", "generalized_dice"} <= set(names)
+  assert {"cldice", "dice_boundary", "dice_hausdorff", "dice_focal", "generalized_dice"} <= set(
+    names
+  )
 
 
 def test_docs_state_the_rules_and_thresholds():

@@ -187,3 +187,18 @@ def test_figure_check_catches_unlabelled_figures(tmp_path, kernel_env):
   message = str(err.value)
   for problem in ("no x label", "no y label", "2 labelled artists but no legend"):
     assert problem in message, message
+
+
+def test_stored_notebooks_are_what_build_notebooks_writes(tmp_path):
+  # The notebooks are generated: an edit of the .ipynb alone (or of the script alone) would be
+  # lost or unreviewed at the next build.
+  import subprocess
+  import sys
+
+  script = NOTEBOOKS / "build_notebooks.py"
+  subprocess.run([sys.executable, str(script), str(tmp_path)], check=True, capture_output=True)
+  for name in EXPECTED:
+    built = (tmp_path / "notebooks" / name).read_text()
+    assert built == (NOTEBOOKS / name).read_text(), (
+      f"notebooks/{name} differs from what notebooks/build_notebooks.py writes; run it."
+    )

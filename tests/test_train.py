@@ -247,3 +247,17 @@ def test_nonfinite_loss_stops_and_keeps_checkpoints(data_dir, tmp_path):
   ckpt.close()
   assert int(state.step) == max(steps)
   assert all(np.all(np.isfinite(np.asarray(x))) for x in jax.tree.leaves(state.params))
+
+
+def test_bfloat16_model_trains(data_dir, tmp_path):
+  # bfloat16 compute (float32 parameters and loss): the loss is finite and goes down.
+  config = runlocal(
+    data_dir, steps=6, log_every=1, eval_every=0, checkpoint_every=0, test_at_end=False
+  )
+  config.train.num_plot_examples = 0
+  config.model.dtype = "bfloat16"
+  final = train.train_and_evaluate(config, str(tmp_path / "bf16"))
+  losses_ = [r["loss"] for r in read_metrics(tmp_path / "bf16") if r["split"] == "train"]
+  assert len(losses_) == 6 and np.isfinite(losses_).all()
+  assert losses_[-1] < losses_[0]
+  assert 0.0 <= final["dice_mean"] <= 1.0

@@ -11,7 +11,14 @@ This package imports only jax, numpy and chex.
 
 from seg_jax.losses.boundary import boundary_loss, hausdorff_dt_loss
 from seg_jax.losses.cldice import cldice_loss, soft_skeleton
-from seg_jax.losses.compound import combine, deep_supervision, dice_ce_loss, dice_focal_loss
+from seg_jax.losses.compound import (
+  combine,
+  deep_supervision,
+  dice_boundary_loss,
+  dice_ce_loss,
+  dice_focal_loss,
+  dice_hausdorff_loss,
+)
 from seg_jax.losses.cross_entropy import binary_cross_entropy, cross_entropy
 from seg_jax.losses.dice import dice_loss, log_cosh_dice_loss
 from seg_jax.losses.distance import (
@@ -37,8 +44,10 @@ __all__ = [
   "combine",
   "cross_entropy",
   "deep_supervision",
+  "dice_boundary_loss",
   "dice_ce_loss",
   "dice_focal_loss",
+  "dice_hausdorff_loss",
   "dice_loss",
   "distance_transform_edt",
   "focal_loss",

@@ -114,7 +114,12 @@ def lovasz_loss(
     largest background error, as in Berman's ``lovasz_hinge``.
   * ``per_image=False`` (default) pools all pixels of the batch into one sorted list per class
     (Berman's ``per_image=False``); ``per_image=True`` computes the loss per image and averages
-    over the images with at least one kept pixel (Berman's ``per_image=True``).
+    over the images with at least one kept pixel (and, multiclass, at least one present class).
+    Berman's ``per_image=True`` averages over all images, counting an all-ignored or class-free
+    image as 0; here such an image leaves the mean, as in every region loss of this package, so
+    the two agree when every image has kept pixels and a present class.
+  * No ``smooth`` option: the Lovasz extension has no ratio to smooth (an empty ground truth
+    gives a finite hinge or a class left out, above).
   * Masks: ``mask > 0`` marks a kept pixel; continuous mask values do **not** weigh the pixels
     (the Lovasz extension is defined on sets). Ignored pixels (mask 0, ``ignore_index``, invalid
     labels) drop out exactly: they sort after every kept pixel and get weight 0, so the value
