@@ -8,9 +8,10 @@ Run it with::
 
 Flags: ``--config`` (default ``configs/default.py``; ``--config.a.b=v`` overrides apply to every
 run), ``--losses`` (required), ``--steps``, ``--outdir`` (default ``runs/compare/<config file
-stem>``), ``--num_examples`` (validation images in the figure, default 4), ``--cpu_devices`` (as
-``launch.py``: on a CPU-only machine up to one XLA device per core, so the data-parallel step
-uses them all). The exit status is 1 if a run failed with an error, 143 if SIGTERM stopped it.
+stem>_<data set>``, e.g. ``runs/compare/default_synthetic_shapes-thin``), ``--num_examples``
+(validation images in the figure, default 4), ``--cpu_devices`` (as ``launch.py``: on a CPU-only
+machine up to one XLA device per core, so the data-parallel step uses them all). The exit
+status is 1 if a run failed with an error, 143 if SIGTERM stopped it.
 
 For every name in ``--losses`` (``all``: every name of :func:`seg_jax.losses.names`) the config
 is copied, ``config.loss`` is set to that loss, and :func:`seg_jax.train.train_and_evaluate`
@@ -882,7 +883,7 @@ def define_flags(
   flags.DEFINE_string(
     "outdir",
     None,
-    "Comparison directory (default runs/compare/<config stem>).",
+    "Comparison directory (default runs/compare/<config stem>_<data set>).",
     flag_values=flag_values,
   )
   flags.DEFINE_integer(
@@ -901,15 +902,30 @@ def define_flags(
   )
 
 
-def default_outdir(config_file: str) -> str:
-  """``runs/compare/<config file stem>``."""
-  return os.path.join("runs", "compare", pathlib.Path(config_file).stem)
+def default_outdir(config_file: str, config: ml_collections.ConfigDict | None = None) -> str:
+  """``runs/compare/<config file stem>_<data set>``.
+
+  The data set (``synthetic_shapes-imbalanced``, ``image_folder-<folder name>``, a catalogue
+  name) is part of the name, so comparisons of one config on several data sets (``inspect``
+  prints one command per data set) do not collide in one directory.
+  """
+  stem = pathlib.Path(config_file).stem
+  if config is None:
+    return os.path.join("runs", "compare", stem)
+  d = config.data
+  if d.name == "synthetic_shapes":
+    tag = f"{d.name}-{d.config}"
+  elif d.name == "image_folder":
+    tag = f"{d.name}-{pathlib.Path(str(d.folder.path)).name or 'folder'}"
+  else:
+    tag = d.name
+  return os.path.join("runs", "compare", f"{stem}_{tag}")
 
 
 def run_from_flags(flag_values: flags.FlagValues, argv: Sequence[str]) -> dict:
   """Runs the comparison that the parsed ``flag_values`` describe (``argv``: the command line)."""
   config_file = config_flags.get_config_filename(flag_values["config"])
-  outdir = flag_values.outdir or default_outdir(config_file)
+  outdir = flag_values.outdir or default_outdir(config_file, flag_values.config)
   names = parse_losses(flag_values.losses)
   return run_comparison(
     flag_values.config,

@@ -386,3 +386,16 @@ def test_figures_are_labelled_and_show_negative_losses(monkeypatch, tmp_path):
   assert all(ax.get_xlabel() == "x (pixels)" for ax in grid[-4:])
   colorbars = [ax for ax in figures[-1].axes if ax.get_label() == "<colorbar>"]
   assert colorbars and colorbars[0].get_ylabel() == "class"
+
+
+def test_default_outdir_names_the_data_set():
+  config = train_config.default_config()
+  assert compare.default_outdir("configs/default.py") == os.path.join("runs", "compare", "default")
+  config.data.config = "thin"
+  assert compare.default_outdir("configs/default.py", config) == os.path.join(
+    "runs", "compare", "default_synthetic_shapes-thin"
+  )
+  config.data.name, config.data.folder.path = "image_folder", "/data/lesions/"
+  assert compare.default_outdir("configs/focal.py", config).endswith("focal_image_folder-lesions")
+  config.data.name = "oxford_iiit_pet"
+  assert compare.default_outdir("c/x.py", config).endswith("x_oxford_iiit_pet")

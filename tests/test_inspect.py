@@ -307,6 +307,28 @@ def test_docs_state_the_rules_and_thresholds():
     assert f"`{name} = {getattr(recommend, name):g}" in section, name
   for key in ("Sudre", "Shit", "Kervadec", "Karimi", "Isensee", "Ma J.", "Kodym"):
     assert key in section
+  # The losses each rule recommends (named in its summary) are those of its row in the docs.
+  import re
+
+  from seg_jax import losses
+
+  for rule in recommend.RULES:
+    row = next(line for line in section.splitlines() if line.startswith(f"| `{rule.name}` |"))
+    named = set(re.findall(r"[a-z_]+", rule.summary)) & set(losses.names())
+    for name in named:
+      assert f"`{name}`" in row, (rule.name, name)
+
+
+def test_docs_carry_the_measured_comparison():
+  with open(os.path.join(REPO, "docs", "choosing.md"), encoding="utf-8") as f:
+    text = f.read()
+  section = text.split("## Measured", 1)[1].split("\n## ", 1)[0]
+  assert "<!-- MEASURED -->" not in section
+  assert "python -m seg_jax.compare" in section
+  for kind in ("imbalanced", "thin"):
+    assert f"--config.data.config={kind}" in section
+  rows = [line for line in section.splitlines() if line.startswith("| `")]
+  assert len(rows) >= 8  # Every loss on both data sets.
 
 
 # ---------------------------------------------------------------------------------------------
