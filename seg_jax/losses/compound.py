@@ -410,29 +410,47 @@ def dice_focal_loss(
   )
 
 
+# Options of the dice + distance presets: those every component gets, and dice's own.
+_STANDARD_OPTIONS = (
+  "mode",
+  "from_logits",
+  "mask",
+  "ignore_index",
+  "reduction",
+  "axis_name",
+  "class_weights",
+)
+_DICE_REGION_OPTIONS = ("include_background", "per_image", "smooth", "ignore_empty")
+
+
 def _dice_distance(
   where: str,
   distance_fn: Callable[..., jax.Array],
+  weight_names: tuple[str, str],
   logits,
   labels,
-  *,
-  weights: tuple[float, float],
-  standard: dict,
-  dice_opts: dict,
-  distance_opts: dict,
+  opts: dict,
 ) -> jax.Array:
-  """``w_dice * dice + w_dist * distance_fn``: each component gets its own options."""
-  dice_weight, distance_weight = weights
+  """``w_dice * dice + w_dist * distance_fn`` with the preset's options ``opts``.
+
+  Every component gets ``_STANDARD_OPTIONS``; dice also ``_DICE_REGION_OPTIONS``; the distance
+  loss every other option of ``opts`` except the weights. The distance loss keeps its own
+  ``include_background`` default (foreground only).
+  """
+  standard = {k: opts[k] for k in _STANDARD_OPTIONS}
+  dice_opts = {k: opts[k] for k in _DICE_REGION_OPTIONS}
+  skip = {*_STANDARD_OPTIONS, *_DICE_REGION_OPTIONS, *weight_names}
+  distance_opts = {k: v for k, v in opts.items() if k not in skip}
   terms = [
     (
-      _check_weight(dice_weight, "dice_weight", where=where),
+      _check_weight(opts[weight_names[0]], weight_names[0], where=where),
       dice_loss,
-      {**standard, **dice_opts},
+      standard | dice_opts,
     ),
     (
-      _check_weight(distance_weight, "the distance term's weight", where=where),
+      _check_weight(opts[weight_names[1]], weight_names[1], where=where),
       distance_fn,
-      {**standard, **distance_opts},
+      standard | distance_opts,
     ),
   ]
   return _weighted_sum(terms, logits, labels, where=where)
@@ -502,28 +520,9 @@ def dice_boundary_loss(
       >>> losses.dice_boundary_loss(logits, labels).shape
       ()
   """
+  opts = {k: v for k, v in locals().items() if k not in ("logits", "labels")}
   return _dice_distance(
-    "dice_boundary",
-    boundary_loss,
-    logits,
-    labels,
-    weights=(dice_weight, boundary_weight),
-    standard={
-      "mode": mode,
-      "from_logits": from_logits,
-      "mask": mask,
-      "ignore_index": ignore_index,
-      "reduction": reduction,
-      "axis_name": axis_name,
-      "class_weights": class_weights,
-    },
-    dice_opts={
-      "include_background": include_background,
-      "per_image": per_image,
-      "smooth": smooth,
-      "ignore_empty": ignore_empty,
-    },
-    distance_opts={"distance_maps": distance_maps, "sampling": sampling},
+    "dice_boundary", boundary_loss, ("dice_weight", "boundary_weight"), logits, labels, opts
   )
 
 
@@ -591,28 +590,9 @@ def dice_hausdorff_loss(
       >>> losses.dice_hausdorff_loss(logits, labels).shape
       ()
   """
+  opts = {k: v for k, v in locals().items() if k not in ("logits", "labels")}
   return _dice_distance(
-    "dice_hausdorff",
-    hausdorff_dt_loss,
-    logits,
-    labels,
-    weights=(dice_weight, hausdorff_weight),
-    standard={
-      "mode": mode,
-      "from_logits": from_logits,
-      "mask": mask,
-      "ignore_index": ignore_index,
-      "reduction": reduction,
-      "axis_name": axis_name,
-      "class_weights": class_weights,
-    },
-    dice_opts={
-      "include_background": include_background,
-      "per_image": per_image,
-      "smooth": smooth,
-      "ignore_empty": ignore_empty,
-    },
-    distance_opts={"alpha": alpha, "distance_maps": distance_maps, "sampling": sampling},
+    "dice_hausdorff", hausdorff_dt_loss, ("dice_weight", "hausdorff_weight"), logits, labels, opts
   )
 
 
