@@ -36,10 +36,7 @@ def cpu_device_count(requested: int, batch_sizes: Iterable[int] = (), cores: int
     return requested
   cores = available_cores() if cores is None else cores
   sizes = [int(b) for b in batch_sizes if b and b > 0]
-  for n in range(max(cores, 1), 0, -1):
-    if all(b % n == 0 for b in sizes):
-      return n
-  return 1
+  return next(n for n in range(max(cores, 1), 0, -1) if all(b % n == 0 for b in sizes))
 
 
 def setup_cpu_devices(requested: int, batch_sizes: Iterable[int] = ()) -> int | None:

@@ -369,6 +369,11 @@ def _check_resume(config, workdir: str, start: int, ckpt: Checkpointer) -> None:
     problem = (
       f"{workdir} holds a checkpoint at step {start}, past config.train.steps={config.train.steps}."
     )
+  if jax.process_count() > 1:  # config.json is process 0's: every process must stop with it.
+    if not bool(multihost_utils.broadcast_one_to_all(np.int32(problem is not None))):
+      problem = None
+    elif problem is None:
+      problem = f"Process 0 refused to resume {workdir} (its error names the reason)."
   if problem:
     ckpt.close()
     raise ValueError(

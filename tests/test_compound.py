@@ -590,3 +590,18 @@ def test_dice_distance_presets_options_and_errors(rng):
     losses.dice_boundary_loss(logits, labels, boundary_weight=-1.0)
   with pytest.raises(ValueError, match="every weight is 0"):
     losses.dice_hausdorff_loss(logits, labels, dice_weight=0.0, hausdorff_weight=0.0)
+
+
+def test_every_loss_with_an_ambiguous_option_has_its_meaning_listed():
+  # A loss added later with e.g. an `alpha` must say which meaning it has, or combine would
+  # treat it as a meaning of its own (and refuse to share the option with any other loss).
+  from seg_jax.losses.compound import _MEANINGS
+
+  for option, groups in _MEANINGS.items():
+    listed = set().union(*groups)
+    takers = {n for n in losses.names() if option in losses.options(n)}
+    assert takers == listed, (option, sorted(takers ^ listed))
+  # The same meaning in a loss and its preset: sharing is fine.
+  losses.combine({"hausdorff_dt": 1.0, "dice_hausdorff": 1.0}, alpha=1.0)
+  with pytest.raises(TypeError, match="'alpha' means different things"):
+    losses.combine({"focal": 1.0, "dice_hausdorff": 1.0}, alpha=1.0)

@@ -69,7 +69,7 @@ _MEANINGS: dict[str, tuple[frozenset[str], ...]] = {
     frozenset({"focal", "dice_focal"}),  # positive-class / per-class weight
     frozenset({"tversky", "focal_tversky"}),  # weight of the false positives
     frozenset({"cldice"}),  # weight of clDice against soft Dice
-    frozenset({"hausdorff_dt"}),  # exponent of the distances
+    frozenset({"hausdorff_dt", "dice_hausdorff"}),  # exponent of the distances
   ),
   "gamma": (
     frozenset({"focal", "dice_focal"}),  # focusing parameter
@@ -77,18 +77,19 @@ _MEANINGS: dict[str, tuple[frozenset[str], ...]] = {
     frozenset({"unified_focal"}),  # background suppression / foreground enhancement
   ),
   "distance_maps": (
-    frozenset({"boundary"}),  # signed distance maps
-    frozenset({"hausdorff_dt"}),  # unsigned ground-truth distances
+    frozenset({"boundary", "dice_boundary"}),  # signed distance maps
+    frozenset({"hausdorff_dt", "dice_hausdorff"}),  # unsigned ground-truth distances
   ),
 }
 
 
-def _meaning(option: str, name: str) -> int:
-  """Index of the group in which ``option`` of loss ``name`` has its meaning (-1: no group)."""
+def _meaning(option: str, name: str) -> int | str:
+  """The group in which ``option`` of loss ``name`` has its meaning: its index in
+  :data:`_MEANINGS`, or the loss name itself for a loss in no group (a meaning of its own)."""
   for i, group in enumerate(_MEANINGS.get(option, ())):
     if name in group:
       return i
-  return -1
+  return name
 
 
 def _route(
