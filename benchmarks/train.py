@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import pathlib
 import resource
 import statistics
@@ -167,6 +166,8 @@ def summary_lines(result: dict, *, markdown: bool) -> list[str]:
 
 def write_markdown(path: pathlib.Path, result: dict) -> None:
   """Replaces (or adds) the '## Training' section of BENCHMARKS.md, keeping other sections."""
+  from seg_jax.machine import write_section
+
   m = result["machine"]
   section = [
     SECTION,
@@ -181,14 +182,7 @@ def write_markdown(path: pathlib.Path, result: dict) -> None:
     "",
     *summary_lines(result, markdown=True),
   ]
-  lines = path.read_text().splitlines() if path.exists() else ["# Benchmarks"]
-  start = next((i for i, line in enumerate(lines) if line.strip() == SECTION), None)
-  if start is None:
-    new = lines + ([""] if lines and lines[-1] else []) + section
-  else:
-    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
-    new = lines[:start] + section + ([""] if end < len(lines) else []) + lines[end:]
-  path.write_text("\n".join(new).rstrip("\n") + "\n")
+  write_section(path, section)
 
 
 def main(argv=None) -> dict:
@@ -210,7 +204,7 @@ def main(argv=None) -> dict:
   import jax
 
   from seg_jax import devices
-  from seg_jax.machine import machine_info
+  from seg_jax.machine import machine_info, save_results
 
   default_config = "runlocal.py" if args.quick else "default.py"
   config_path = args.config or ROOT / "configs" / default_config
@@ -232,13 +226,7 @@ def main(argv=None) -> dict:
 
   json_path = args.json if args.json or args.quick else RESULTS
   md_path = args.markdown if args.markdown or args.quick else BENCHMARKS_MD
-  if json_path is not None:
-    json_path.parent.mkdir(parents=True, exist_ok=True)
-    json_path.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {json_path}")
-  if md_path is not None:
-    write_markdown(md_path, result)
-    print(f"wrote {md_path}")
+  save_results(result, json_path, md_path, write_markdown)
   return result
 
 

@@ -37,3 +37,33 @@ def test_losses_benchmark_quick(tmp_path):
   assert "old table" not in text and "kept section" in text
   assert text.index("## Losses") < text.index("## Training")
   assert "| cross_entropy |" in text
+
+
+def test_overlap_formulations_benchmark_quick(tmp_path):
+  """Every formulation computes the same dice as dice_loss (checked inside) and is timed."""
+  out = tmp_path / "formulations.json"
+  md = tmp_path / "BENCHMARKS.md"
+  md.write_text("# Benchmarks\n\n## Losses\n\nkept section\n")
+  proc = subprocess.run(
+    [
+      sys.executable,
+      "benchmarks/overlap_formulations.py",
+      "--quick",
+      "--json",
+      str(out),
+      "--markdown",
+      str(md),
+    ],
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  rows = json.loads(out.read_text())["shapes"][0]["rows"]
+  names = [r["name"] for r in rows]
+  assert names[0].startswith("floor") and names[1] == "seg_jax dice_loss (shipped)"
+  assert len(names) >= 8 and all(r["ms"] > 0 for r in rows)
+  text = md.read_text()
+  assert "kept section" in text and "## Dice statistics: formulations compared" in text
+  assert text.index("## Losses") < text.index("## Dice statistics")

@@ -519,9 +519,11 @@ def test_tversky_special_cases_equal_dice_and_jaccard(rng):
 
 
 # Cases (mode, channels, dense, from_logits, options) whose gradient is checked numerically:
-# the softmax, sigmoid and probability paths of the custom JVP, squared or not, pooled or not.
+# the softmax, sigmoid and probability paths of the custom JVP, squared or not, pooled or not,
+# with integer labels read as a class map (the default call) or as one-hot planes (squared).
 GRAD_CASES = [
   ("multiclass", 3, False, True, {"per_image": True, "squared": True}),
+  ("multiclass", 3, False, True, {"mask": True, "ignore_index": 1}),
   ("binary", 1, False, True, {}),
   ("multiclass", 3, True, False, {"per_image": True}),
 ]
@@ -536,8 +538,18 @@ def test_gradient_matches_finite_differences_of_reference(case):
   coefficients.
   """
   mode, c, dense, from_logits, extra = GRAD_CASES[case]
+  extra = dict(extra)
   rng = np.random.default_rng(11 + case)
-  z, y, opts = make_case(rng, (3,), c, mode=mode, dense=dense, from_logits=from_logits)
+  z, y, opts = make_case(
+    rng,
+    (3,),
+    c,
+    mode=mode,
+    dense=dense,
+    from_logits=from_logits,
+    mask=extra.pop("mask", False),
+    ignore_index=extra.pop("ignore_index", None),
+  )
   if not from_logits:  # Keep the probabilities away from the clip at EPS and 1 - EPS.
     z = (0.1 + 0.8 * z).astype(np.float32)
   opts = {name: loss_options(name, {**opts, **extra, "smooth": 0.1}) for name in GRAD_LOSSES}

@@ -64,15 +64,25 @@ Stats = tuple[jax.Array, jax.Array, jax.Array]
 def _channel_probabilities(scores: jax.Array, kind: str) -> list[jax.Array]:
   """Probabilities of ``scores`` ``(batch, *spatial, C)`` as one ``(batch, *spatial)`` per channel.
 
-  ``kind`` is ``'softmax'``, ``'sigmoid'`` or ``'identity'`` (scores already probabilities). The
-  softmax is built from explicit per-channel operations (max, exp, sum), so no reduction runs
-  over the small channel axis (slow on XLA CPU).
+  ``kind`` is ``'softmax'`` (see :func:`softmax_planes`), ``'sigmoid'`` or ``'identity'``
+  (scores already probabilities).
+  """
+  if kind == "identity":
+    return [scores[..., k] for k in range(scores.shape[-1])]
+  if kind == "sigmoid":
+    return [jax.nn.sigmoid(scores[..., k]) for k in range(scores.shape[-1])]
+  exps, total = softmax_planes(scores)
+  inv = 1.0 / total
+  return [e * inv for e in exps]
+
+
+def softmax_planes(scores: jax.Array) -> tuple[list[jax.Array], jax.Array]:
+  """``exp(x_c - max_k x_k)`` per channel, one ``(batch, *spatial)`` array each, and their sum.
+
+  Built from explicit per-channel operations (max, exp, sum), so no reduction runs over the
+  small channel axis (slow on XLA CPU). The sum is at least 1.
   """
   chans = [scores[..., k] for k in range(scores.shape[-1])]
-  if kind == "identity":
-    return chans
-  if kind == "sigmoid":
-    return [jax.nn.sigmoid(s) for s in chans]
   top = chans[0]
   for s in chans[1:]:
     top = jnp.maximum(top, s)
@@ -80,77 +90,81 @@ def _channel_probabilities(scores: jax.Array, kind: str) -> list[jax.Array]:
   total = exps[0]
   for e in exps[1:]:
     total = total + e
-  inv = 1.0 / total
-  return [e * inv for e in exps]
+  return exps, total
 
 
-def _weighted_sums(
-  probs: list[jax.Array], weighted_targets, weights, axes, squared: bool
-) -> tuple[jax.Array, jax.Array]:
-  """``(sum_i p_c w g_c, sum_i w p_c [p_c])`` per channel, stacked on axis 0."""
-  inter = jnp.stack([(p * wg).sum(axes) for p, wg in zip(probs, weighted_targets, strict=True)])
-  pred = jnp.stack([(weights * p * p if squared else weights * p).sum(axes) for p in probs])
-  return inter, pred
+def _channel_sums(weighted, targets, classes, axes, probs=None) -> tuple[jax.Array, jax.Array]:
+  """``(sum_i v_c g_c, sum_i v_c [p_c])`` per channel for planes ``v_c``, stacked on axis 0.
+
+  ``targets`` is either a list of per-channel target planes ``g_c`` (``classes`` None), or an
+  integer class map, with channel ``c`` standing for class ``classes[c]`` (``g_c`` = [map ==
+  class]): the product is then a select, and no one-hot plane is built. With ``probs`` (squared
+  denominators) the second sum is ``sum_i v_c p_c``.
+  """
+  if classes is None:
+    inter = [(v * g).sum(axes) for v, g in zip(weighted, targets, strict=True)]
+  else:
+    inter = [
+      jnp.where(targets == k, v, 0.0).sum(axes) for v, k in zip(weighted, classes, strict=True)
+    ]
+  if probs is None:
+    pred = [v.sum(axes) for v in weighted]
+  else:
+    pred = [(v * p).sum(axes) for v, p in zip(weighted, probs, strict=True)]
+  return jnp.stack(inter), jnp.stack(pred)
 
 
-@functools.partial(jax.custom_jvp, nondiff_argnums=(3, 4, 5))
-def _soft_sums(scores, weighted_targets, weights, kind, axes, squared):
+@functools.partial(jax.custom_jvp, nondiff_argnums=(3, 4, 5, 6))
+def _soft_sums(scores, targets, weights, classes, kind, axes, squared):
   """``(I, P)`` per channel (axis 0) from ``scores``; see :func:`overlap_sums`.
 
-  A custom JVP keeps the derivative in the same per-channel form (the automatic one assembles
-  the gradient in a fusion that recomputes the softmax several times over, about 3x slower on
-  XLA CPU); being a JVP, it serves forward and reverse mode alike.
+  ``targets`` and ``classes`` as in :func:`_channel_sums`; ``weights`` the pixel weights. With
+  ``squared``, ``P = sum(w p^2)``. A custom JVP keeps the derivative in the same per-channel
+  form (the automatic one assembles the gradient in a fusion that recomputes the softmax
+  several times over, about 3x slower on XLA CPU); being a JVP, it serves forward and reverse
+  mode alike.
   """
   probs = _channel_probabilities(scores, kind)
-  return _weighted_sums(probs, weighted_targets, weights, axes, squared)
+  weighted = [weights * p for p in probs]
+  return _channel_sums(weighted, targets, classes, axes, probs if squared else None)
 
 
 @_soft_sums.defjvp
-def _soft_sums_jvp(kind, axes, squared, primals, tangents):
-  scores, weighted_targets, weights = primals
+def _soft_sums_jvp(classes, kind, axes, squared, primals, tangents):
+  scores, targets, weights = primals
   # Labels and mask enter as constants (overlap_sums stops their gradient): only d(scores).
   d_scores = tangents[0]
   probs = _channel_probabilities(scores, kind)
-  out = _weighted_sums(probs, weighted_targets, weights, axes, squared)
+  weighted = [weights * p for p in probs]
+  out = _channel_sums(weighted, targets, classes, axes, probs if squared else None)
   d_chans = [d_scores[..., k] for k in range(scores.shape[-1])]
   if kind == "softmax":
     mean = probs[0] * d_chans[0]
     for p, d in zip(probs[1:], d_chans[1:], strict=True):
       mean = mean + p * d
-    d_probs = [p * (d - mean) for p, d in zip(probs, d_chans, strict=True)]
+    # w dp_c = w p_c (d_c - sum_k p_k d_k).
+    d_weighted = [v * (d - mean) for v, d in zip(weighted, d_chans, strict=True)]
   elif kind == "sigmoid":
-    d_probs = [p * (1.0 - p) * d for p, d in zip(probs, d_chans, strict=True)]
+    d_weighted = [v * (1.0 - p) * d for v, p, d in zip(weighted, probs, d_chans, strict=True)]
   else:
-    d_probs = d_chans
-  d_inter = jnp.stack([(d * wg).sum(axes) for d, wg in zip(d_probs, weighted_targets, strict=True)])
-  d_pred = jnp.stack(
-    [
-      ((2.0 * weights * p if squared else weights) * d).sum(axes)
-      for p, d in zip(probs, d_probs, strict=True)
-    ]
-  )
+    d_weighted = [weights * d for d in d_chans]
+  d_inter, d_pred = _channel_sums(d_weighted, targets, classes, axes, probs if squared else None)
+  if squared:
+    d_pred = 2.0 * d_pred  # d sum(w p^2) = 2 sum(w p dp).
   return out, (d_inter, d_pred)
-
-
-def _channel_weighted_targets(x: Inputs) -> list[jax.Array]:
-  """``w * g_c`` as one ``(batch, *spatial)`` float32 array per channel."""
-  w = x.weights
-  if x.class_map is None:
-    return [w * x.targets[..., k] for k in range(x.num_classes)]
-  if x.mode == "binary":
-    return [w * x.class_map.astype(jnp.float32)]
-  return [jnp.where(x.class_map == k, w, 0.0) for k in range(x.num_classes)]
 
 
 def overlap_sums(x: Inputs, *, per_image: bool, axis_name=None, squared: bool = False) -> Stats:
   """Soft statistics ``(I, P, G)``, equal to ``region_sums(x, probabilities(x), ...)``.
 
   For up to ``_MAX_UNROLLED_CHANNELS`` channels they are computed channel by channel: the
-  probabilities and the weighted targets are built as one ``(batch, *spatial)`` array per
-  channel and each statistic is a plain sum of a product of two such arrays. On XLA CPU this is
-  about 2x faster than the channels-last form (whose softmax reduces over a small last axis and
-  whose per-class sums keep one), and 5x faster with the gradient, which a custom JVP keeps in
-  the same per-channel form (measured at (8, 256, 256, 4) on a 2-core CPU). More channels use
+  weighted probabilities ``w p_c`` are built as one ``(batch, *spatial)`` array per channel and
+  each statistic is a plain sum over such an array (times the channel's target plane for dense
+  labels, or selected where the class map equals the channel's class for integer labels, so no
+  one-hot array is built). On XLA CPU this is about 2x faster than the channels-last form (whose
+  softmax reduces over a small last axis and whose per-class sums keep one), and 5x faster with
+  the gradient, which a custom JVP keeps in the same per-channel form (measured at
+  (8, 256, 256, 4) on a 2-core CPU). More channels use
   :func:`~seg_jax.losses._common.region_sums` directly.
 
   Gradients flow to the logits only (labels and mask are constants of the loss).
@@ -175,14 +189,18 @@ def overlap_sums(x: Inputs, *, per_image: bool, axis_name=None, squared: bool = 
     kind = "identity"
   else:
     kind = "softmax" if x.mode == "multiclass" else "sigmoid"
-  if squared:
-    # sum(w g^2): the targets may be soft.
-    wg = [x.weights * x.targets[..., k] ** 2 for k in range(x.num_classes)]
-    targets = [x.weights * x.targets[..., k] for k in range(x.num_classes)]
+  w = x.weights
+  if x.class_map is not None and not squared:
+    # Integer labels: channel c is class c (class 1 for the single binary channel).
+    classes = (1,) if x.mode == "binary" else tuple(range(x.num_classes))
+    targets = x.class_map
+    target = jnp.stack([jnp.where(x.class_map == k, w, 0.0).sum(axes) for k in classes])
   else:
-    wg = targets = _channel_weighted_targets(x)
-  inter, pred = _soft_sums(x.scores, targets, x.weights, kind, axes, squared)
-  target = jnp.stack([t.sum(axes) for t in wg])
+    classes = None
+    targets = [x.targets[..., k] for k in range(x.num_classes)]
+    # sum(w g^2) for squared denominators: the targets may be soft.
+    target = jnp.stack([(w * (g * g if squared else g)).sum(axes) for g in targets])
+  inter, pred = _soft_sums(x.scores, targets, w, classes, kind, axes, squared)
   if per_image:
     return inter.T, pred.T, target.T
   if axis_name is not None:
