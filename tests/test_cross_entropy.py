@@ -453,6 +453,30 @@ def test_gradients_match_analytic_forms(rng):
   close(g_bin, (np_ref.sigmoid(logits[..., :1]) - binary) / n)
 
 
+def test_bce_gradients_with_respect_to_targets_mask_and_pos_weight(rng):
+  """The closed-form derivative of the BCE covers its other inputs too (soft targets for
+  distillation, a learned pos_weight, mask weights): each against its analytic form."""
+  logits, targets = case(rng, (5, 4), 3, kind="multi")
+  mask = rng.random((2, 5, 4)).astype(np.float32)
+  pw = 1.7
+  x64, t64, m64 = (a.astype(np.float64) for a in (logits, targets, mask))
+  nls, nlc = -np.log(np_ref.sigmoid(x64)), -np.log1p(-np_ref.sigmoid(x64))
+  per = pw * t64 * nls + (1 - t64) * nlc  # (2, 5, 4, 3)
+  norm = 3 * m64.sum()
+
+  def loss(x, t, m, p):
+    return losses.binary_cross_entropy(x, t, mask=m, pos_weight=p, mode="multilabel")
+
+  gx, gt, gm, gp = jax.jit(jax.grad(loss, argnums=(0, 1, 2, 3)))(logits, targets, mask, pw)
+  s = np_ref.sigmoid(x64)
+  close(gx, m64[..., None] * ((1 - t64) * s - pw * t64 * (1 - s)) / norm)
+  close(gt, m64[..., None] * (pw * nls - nlc) / norm)
+  # d/dm_i of sum(m per) / (3 sum m) = (per_i - mean) / (3 sum m), per_i summed over channels.
+  mean = (m64[..., None] * per).sum() / norm
+  close(gm, (per.sum(-1) - 3 * mean) / norm)
+  close(gp, (m64[..., None] * t64 * nls).sum() / norm)
+
+
 @pytest.mark.parametrize(
   "name,kind,c,opts",
   [

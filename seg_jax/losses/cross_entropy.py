@@ -11,9 +11,13 @@ the last axis and reduces a short last axis slowly, so work on the channel axis 
 written out one ``(batch, *spatial)`` slice at a time (the true-class logit picked with a chain of
 ``where(class_map == c, ...)`` rather than a one-hot product), independent sigmoid channels are
 processed as one flat ``(batch, spatial_size * C)`` array, and a single channel is split off
-behind an optimisation barrier. ``log1p`` is replaced by an exact ``log``-based form (XLA's
-``log1p`` is several times slower on CPU), and element-wise results end in a ``select`` so that
-XLA keeps them in one fused loop. All layouts compute the same formulas.
+behind an optimisation barrier. Two kinds of element-wise work are told apart (jax 0.10 on
+CPU): the sigmoid cross-entropy from logits (``abs``, ``exp``, ``log1p``, a few products) is plain
+arithmetic that XLA fuses into its reduction kernel, one loop over the logits
+(:func:`sigmoid_ce_from_logits`); work with sigmoids, powers or branches runs several times slower
+in that kernel, so there ``log1p`` is replaced by an exact ``log``-based form and the element-wise
+results end in a ``select``, which keeps them in XLA's element-wise loops. All layouts and both
+forms compute the same formulas.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+from jax.custom_derivatives import SymbolicZero
 
 from seg_jax.losses import _common
 from seg_jax.losses.registry import register
@@ -316,36 +321,103 @@ def softmax_nll_all(ch: _Channels, t: SoftmaxTerms):
   return ch.map(lambda z, l_: l_ - z, t.z, ch.px(t.lse))
 
 
-def reduce_pixel_values(values, weights, *, reduction, axis_name, norm=None) -> jax.Array:
+def reduce_pixel_values(
+  values, weights, *, reduction, axis_name, norm=None, zero_ignored: bool = True
+) -> jax.Array:
   """:func:`_common.reduce_pixels` of per-pixel values, zeroed first where the weight is 0.
 
   The value is unchanged (ignored pixels contribute exactly 0 anyway). On CPU the ``select`` keeps
-  XLA from moving the per-pixel arithmetic into its reduction kernel, where transcendental
-  functions run several times slower than in its element-wise loops.
+  XLA from moving the per-pixel arithmetic into its reduction kernel, where some transcendental
+  functions (the sigmoid, powers) run several times slower than in its element-wise loops.
+  ``zero_ignored=False`` leaves it out, for values whose arithmetic runs fast there (exp, log1p,
+  max: the sigmoid cross-entropy from logits).
   """
-  values = jnp.where(weights > 0, values, 0.0)
+  if zero_ignored:
+    values = jnp.where(weights > 0, values, 0.0)
   return _common.reduce_pixels(values, weights, reduction=reduction, axis_name=axis_name, norm=norm)
 
 
-def reduce_channel_values(per_channel, ch: _Channels, weights, *, reduction, axis_name):
+def reduce_channel_values(
+  per_channel, ch: _Channels, weights, *, reduction, axis_name, zero_ignored: bool = True
+):
   """Reduces per-channel values of a sigmoid loss: their channel mean, reduced over pixels.
 
   Equal to :func:`reduce_pixel_values` of ``mean_c per_channel[..., c]``; in the flat layout every
   element carries its pixel's weight, so no reduction over the short channel axis is needed.
   """
+  kw = {"reduction": reduction, "axis_name": axis_name, "zero_ignored": zero_ignored}
   if ch.unrolled:
     values = ch.sum(per_channel) * (1.0 / ch.c)
-    return reduce_pixel_values(values, weights, reduction=reduction, axis_name=axis_name)
+    return reduce_pixel_values(values, weights, **kw)
   # Flat layout: values (batch, spatial_size * C) with their pixel's weight; the normaliser is the
   # pixel weights' sum, and the channel mean's 1/C is applied to the result.
   total = reduce_pixel_values(
-    per_channel,
-    ch.px(weights),
-    reduction=reduction,
-    axis_name=axis_name,
-    norm=weights.reshape(weights.shape[0], -1),
+    per_channel, ch.px(weights), norm=weights.reshape(weights.shape[0], -1), **kw
   )
   return total * (1.0 / ch.c)
+
+
+def sigmoid_ce_from_logits(x, hard, y, pos_weight=None, weight=None):
+  """One channel's sigmoid cross-entropy from logits ``x``, without branches or selects.
+
+  ``pos_weight * t * (-log s) + (1 - t) * (-log(1 - s))`` times ``weight``, with ``s =
+  sigmoid(x)`` and the target ``t = y``, or ``hard`` as 0/1 when ``y`` is None. See
+  :func:`_sigmoid_ce_elementwise` for the formula and its derivative.
+  """
+  t = hard.astype(jnp.float32) if y is None else y
+  one = jnp.float32(1.0)
+  return _sigmoid_ce_elementwise(
+    x, t, one if pos_weight is None else pos_weight, one if weight is None else weight
+  )
+
+
+def _sigmoid_ce_terms(x):
+  """``(-log s, -log(1 - s))`` for ``s = sigmoid(x)``, as plain arithmetic.
+
+  With ``a = |x|``: ``(a - x) / 2 + log1p(exp(-a))`` and ``(a + x) / 2 + log1p(exp(-a))``, sums
+  of non-negative terms in which ``(a - x) / 2`` and ``(a + x) / 2`` are exactly ``max(-x, 0)``
+  and ``max(x, 0)`` in floating point: no cancellation, finite for any finite ``x``.
+  """
+  a = jnp.abs(x)
+  soft = jnp.log1p(jnp.exp(-a))
+  return 0.5 * (a - x) + soft, 0.5 * (a + x) + soft
+
+
+@jax.custom_jvp
+def _sigmoid_ce_elementwise(x, t, pos_weight, weight):
+  """``weight * (pos_weight * t * (-log s) + (1 - t) * (-log(1 - s)))`` element-wise.
+
+  The value is plain arithmetic (``abs``, ``exp``, ``log1p``, products), which XLA on CPU fuses
+  into its reduction kernel: one loop over the logits. The derivative is given in closed form
+  (a custom JVP): ``d/dx = weight * ((1 - t) s - pos_weight t (1 - s))``, exact at ``x = 0``
+  too, evaluated in XLA's element-wise loops; differentiating the formula instead gives a
+  gradient about 2x slower. Targets and weights have their derivatives as well.
+  """
+  nls, nlc = _sigmoid_ce_terms(x)
+  return weight * (pos_weight * t * nls + (1.0 - t) * nlc)
+
+
+def _sigmoid_ce_elementwise_jvp(primals, tangents):
+  x, t, pw, w = primals
+  nls, nlc = _sigmoid_ce_terms(x)
+  unweighted = pw * t * nls + (1.0 - t) * nlc
+  out = w * unweighted
+  # Symbolic zeros: only the inputs that carry a tangent (usually just x) cost any work.
+  terms = []
+  dx, dt, dpw, dw = tangents
+  if not isinstance(dx, SymbolicZero):
+    s = jax.nn.sigmoid(x)
+    terms.append(w * ((1.0 - t) * s - pw * t * (1.0 - s)) * dx)
+  if not isinstance(dt, SymbolicZero):
+    terms.append(w * (pw * nls - nlc) * dt)
+  if not isinstance(dpw, SymbolicZero):
+    terms.append(w * t * nls * dpw)
+  if not isinstance(dw, SymbolicZero):
+    terms.append(unweighted * dw)
+  return out, functools.reduce(jnp.add, terms) if terms else jnp.zeros_like(out)
+
+
+_sigmoid_ce_elementwise.defjvp(_sigmoid_ce_elementwise_jvp, symbolic_zeros=True)
 
 
 # --------------------------------------------------------------------------------------------
@@ -366,6 +438,17 @@ def _sigmoid_loss(
   ch = _Channels.sigmoid(inputs.scores.shape)
   hard, y = sigmoid_targets(inputs, ch, label_smoothing)
   pw = None if pos_weight is None else ch.vec(pos_weight)
+  if inputs.from_logits:
+    cw = None if channel_weights is None else ch.vec(channel_weights)
+    per_channel = ch.map(sigmoid_ce_from_logits, ch.split(inputs.scores), hard, y, pw, cw)
+    return reduce_channel_values(
+      per_channel,
+      ch,
+      inputs.weights,
+      reduction=reduction,
+      axis_name=axis_name,
+      zero_ignored=False,
+    )
   if channel_weights is None:
 
     def fn(nls, nlc, p, q, hard_, y_, pw_):
