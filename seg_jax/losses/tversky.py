@@ -11,9 +11,16 @@ from seg_jax.losses.registry import register
 
 
 def tversky_index(inter, pred, target, *, alpha, beta, smooth) -> jax.Array:
-  r"""``(TP + s) / (TP + alpha FP + beta FN + s)`` from ``(I, P, G)``; 1 for 0/0."""
-  fp = jnp.maximum(pred - inter, 0.0)
-  fn = jnp.maximum(target - inter, 0.0)
+  r"""``(TP + s) / (TP + alpha FP + beta FN + s)`` from ``(I, P, G)``; 1 for 0/0.
+
+  ``FP = P - I`` and ``FN = G - I`` are sums of non-negative terms (``sum w p (1 - g)`` and
+  ``sum w (1 - p) g``), so they are not clamped at 0: rounding can only make them off by a few
+  ulp of ``P`` or ``G``. Every clamp tried here (``maximum``, ``abs``, ``where``, a clamp under
+  ``stop_gradient``) made the gradient 4-5x slower on XLA CPU at (2, 64, 64, 64, 3), and none
+  changed it at (8, 256, 256, 4) (measured; the cause inside XLA was not found).
+  """
+  fp = pred - inter
+  fn = target - inter
   return safe_divide(inter + smooth, inter + alpha * fp + beta * fn + smooth, empty=1.0)
 
 
