@@ -52,3 +52,34 @@ def random_case(rng, spatial, channels, batch=2, scale=3.0):
   logits = (scale * rng.standard_normal((batch, *spatial, channels))).astype(np.float32)
   labels = rng.integers(0, max(channels, 2), size=(batch, *spatial)).astype(np.int32)
   return logits, labels
+
+
+def pixel_ce(logits, labels, mode):
+  """Per-pixel cross-entropy, float64 ``(batch, *spatial)``: softmax CE (multiclass), else the
+  channel mean of the sigmoid CE; integer labels are one-hot (binary: the map itself)."""
+  x = np.asarray(logits, np.float64)
+  y = np.asarray(labels)
+  if mode == "multiclass":
+    g = one_hot(np.clip(y, 0, x.shape[-1] - 1), x.shape[-1]) if y.ndim < x.ndim else y
+    return -(g * log_softmax(x)).sum(-1)
+  g = np.clip(y, 0, 1)[..., None].astype(np.float64) if y.ndim < x.ndim else y
+  return -(g * log_sigmoid(x) + (1 - g) * log_sigmoid(-x)).mean(-1)
+
+
+def top_fraction_mean(values, weights, fraction):
+  """Mean of the largest values holding ``fraction`` of the total weight (float64, by sorting).
+
+  Values are taken in decreasing order with their weights until the weight ``K = fraction *
+  sum(weights)`` is reached; the last one counts with the part of its weight that completes
+  ``K``. Returns ``sum(selected weight * value) / K`` (0 when ``K`` is 0).
+  """
+  v = np.asarray(values, np.float64).ravel()
+  w = np.asarray(weights, np.float64).ravel()
+  k = fraction * w.sum()
+  if k <= 0:
+    return 0.0
+  order = np.argsort(-v, kind="stable")
+  v, w = v[order], w[order]
+  before = np.concatenate([[0.0], np.cumsum(w)[:-1]])
+  take = np.clip(k - before, 0.0, w)
+  return float((take * v).sum() / k)

@@ -242,7 +242,16 @@ def test_shard_map_equals_single_device(name):
 # Binary (one sigmoid channel, integer 0/1 maps) and multilabel (dense 0/1 targets) under
 # shard_map, for the losses whose paths differ most between modes (Lovasz's hinge and all-gather,
 # the fused overlap sums, the sigmoid focal form, the distance maps, the skeletons).
-OTHER_MODES = ["lovasz", "dice", "focal", "tversky", "cldice", "hausdorff_dt", "unified_focal"]
+OTHER_MODES = [
+  "lovasz",
+  "dice",
+  "focal",
+  "tversky",
+  "cldice",
+  "hausdorff_dt",
+  "unified_focal",
+  "topk_cross_entropy",
+]
 
 
 @pytest.mark.parametrize("mode", ["binary", "multilabel"])

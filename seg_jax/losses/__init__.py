@@ -18,6 +18,7 @@ from seg_jax.losses.compound import (
   dice_ce_loss,
   dice_focal_loss,
   dice_hausdorff_loss,
+  dice_topk_loss,
 )
 from seg_jax.losses.cross_entropy import binary_cross_entropy, cross_entropy
 from seg_jax.losses.dice import dice_loss, log_cosh_dice_loss
@@ -32,6 +33,7 @@ from seg_jax.losses.jaccard import jaccard_loss
 from seg_jax.losses.labels import check_labels
 from seg_jax.losses.lovasz import lovasz_loss
 from seg_jax.losses.registry import get, lookup, names, options, register
+from seg_jax.losses.topk import topk_cross_entropy
 from seg_jax.losses.tversky import focal_tversky_loss, tversky_loss
 from seg_jax.losses.unified_focal import unified_focal_loss
 
@@ -49,6 +51,7 @@ __all__ = [
   "dice_focal_loss",
   "dice_hausdorff_loss",
   "dice_loss",
+  "dice_topk_loss",
   "distance_transform_edt",
   "focal_loss",
   "focal_tversky_loss",
@@ -64,6 +67,7 @@ __all__ = [
   "register",
   "signed_distance_map",
   "soft_skeleton",
+  "topk_cross_entropy",
   "tversky_loss",
   "unified_focal_loss",
 ]

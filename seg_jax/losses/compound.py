@@ -32,6 +32,7 @@ from seg_jax.losses.cross_entropy import cross_entropy
 from seg_jax.losses.dice import dice_loss
 from seg_jax.losses.focal import focal_loss
 from seg_jax.losses.registry import register
+from seg_jax.losses.topk import topk_cross_entropy
 
 
 def _keyword_options(fn: Callable) -> tuple[str, ...]:
@@ -411,6 +412,83 @@ def dice_focal_loss(
   )
 
 
+@register("dice_topk")
+def dice_topk_loss(
+  logits: jax.Array,
+  labels: jax.Array,
+  *,
+  mode: str | None = None,
+  from_logits: bool = True,
+  mask: jax.Array | None = None,
+  ignore_index: int | None = None,
+  reduction: str = "mean",
+  axis_name=None,
+  dice_weight: float = 1.0,
+  topk_weight: float = 1.0,
+  include_background: bool = True,
+  class_weights=None,
+  per_image: bool = False,
+  smooth: float = 1e-5,
+  ignore_empty: bool = False,
+  squared: bool = False,
+  log: bool = False,
+  k: float = 10.0,
+  label_smoothing: float = 0.0,
+) -> jax.Array:
+  r"""Dice + top-k cross-entropy (nnU-Net's ``DC_and_topk_loss``): ``w_dice*dice + w_topk*TopK``.
+
+    .. math::
+      L = w_\text{dice}\,L_\text{dice} + w_\text{topk}\,\frac{1}{K}\sum_{i \in \text{top }K}
+          \ell^\text{CE}_i, \qquad K = \tfrac{k}{100}\,\#\text{kept pixels},
+
+    i.e. :func:`seg_jax.losses.dice_loss` plus :func:`seg_jax.losses.topk_cross_entropy` with the
+    same inputs; DiceTopK10 is among the most robust losses of Ma et al.'s loss odyssey. Options
+    go to the component(s) that have them: the dice options (``include_background``, ``smooth``,
+    ``ignore_empty``, ``squared``, ``log``) to dice, ``k`` and ``label_smoothing`` to top-k,
+    ``per_image`` and ``class_weights`` to both (per image, both terms are means over images, so
+    ``reduction='none'`` gives their sum per image).
+
+    Convention: the defaults are those of the components; nnU-Net's ``nnUNetTrainerDiceTopK10Loss``
+    uses ``include_background=False`` (``do_bg=False``), ``smooth=1e-5``, batch dice and ``k=10``
+    with weights 1 and 1.
+
+    Args:
+  {standard}
+      dice_weight: weight of the dice term (>= 0; 0 skips it).
+      topk_weight: weight of the top-k term (>= 0; 0 skips it).
+      include_background, smooth, ignore_empty, squared, log: dice options, see
+        :func:`seg_jax.losses.dice_loss`.
+      per_image: statistics per image (dice) and top-k per image, or (False) over the batch.
+      class_weights: optional ``(channels,)`` per-class weights, given to both terms.
+      k, label_smoothing: top-k options, see :func:`seg_jax.losses.topk_cross_entropy`.
+
+    Returns:
+      float32 scalar, or ``(batch,)`` with ``reduction='none'`` (needs ``per_image=True``).
+
+    References:
+      Ma et al., "Loss odyssey in medical image segmentation", Medical Image Analysis 71 (2021).
+      Isensee et al., "nnU-Net", Nature Methods 18, 203-211 (2021)
+      (``nnunetv2/training/loss/compound_losses.py``).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from seg_jax import losses
+      >>> logits, labels = jnp.zeros((2, 8, 8, 3)), jnp.zeros((2, 8, 8), jnp.int32)
+      >>> losses.dice_topk_loss(logits, labels, include_background=False).shape
+      ()
+  """
+  opts = {k_: v for k_, v in locals().items() if k_ not in ("logits", "labels")}
+  for weight in ("dice_weight", "topk_weight"):
+    opts.pop(weight)
+  return _preset(
+    "dice_topk",
+    logits,
+    labels,
+    {"dice_weight": (dice_weight, dice_loss), "topk_weight": (topk_weight, topk_cross_entropy)},
+    opts,
+  )
+
+
 # Options of the dice + distance presets: those every component gets, and dice's own.
 _STANDARD_OPTIONS = (
   "mode",
@@ -605,6 +683,7 @@ dice_hausdorff_loss.__doc__ = dice_hausdorff_loss.__doc__.replace(
   "{standard}", _STANDARD_DOC.strip("\n")
 )
 dice_focal_loss.__doc__ = dice_focal_loss.__doc__.replace("{standard}", _STANDARD_DOC.strip("\n"))
+dice_topk_loss.__doc__ = dice_topk_loss.__doc__.replace("{standard}", _STANDARD_DOC.strip("\n"))
 
 
 def _preset(where, logits, labels, parts, opts):
