@@ -252,16 +252,27 @@ def make_train_step(model: UNet, loss_fn, tx, schedule, mesh: Mesh):
   return jax.jit(mapped, donate_argnums=0)
 
 
-def make_eval_step(model: UNet, mesh: Mesh):
-  """The jitted step ``(state, images) -> predicted class maps`` (sharded like the batch)."""
+def make_eval_step(model: UNet, mesh: Mesh, *, probabilities: bool = False):
+  """The jitted step ``(state, images) -> predicted class maps`` (sharded like the batch).
+
+  With ``probabilities=True`` it returns ``(class maps, probabilities)``, the probabilities
+  float32 ``(batch, *spatial, channels)``: the sigmoid of a one-channel output, else the
+  softmax over the channels.
+  """
 
   def per_device(state: TrainState, images):
     out, _ = _apply(model, state, state.params, images, train=False)
     if isinstance(out, tuple | list):  # Deep supervision: the first output is the main one.
       out = out[0]
-    return metrics.predict_labels(out)
+    labels = metrics.predict_labels(out)
+    if not probabilities:
+      return labels
+    out = out.astype(jnp.float32)
+    probs = jax.nn.sigmoid(out) if out.shape[-1] == 1 else jax.nn.softmax(out, axis=-1)
+    return labels, probs
 
-  mapped = jax.shard_map(per_device, mesh=mesh, in_specs=(P(), P(AXIS)), out_specs=P(AXIS))
+  out_specs = (P(AXIS), P(AXIS)) if probabilities else P(AXIS)
+  mapped = jax.shard_map(per_device, mesh=mesh, in_specs=(P(), P(AXIS)), out_specs=out_specs)
   return jax.jit(mapped)
 
 
