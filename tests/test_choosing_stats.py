@@ -220,3 +220,23 @@ def test_analyse_verdict_names_ties_and_significant_differences():
   assert "beat it (p < 0.001)" in text and "Significantly below it: `cross_entropy`" in text
   assert set(r["dice"]) >= {"dice_mean", "iou_mean", "hd95", "vs_baseline", "vs_best", "runs"}
   assert verdict.jsonable({"x": np.float32(np.nan), "y": (np.int64(2),)}) == {"x": None, "y": [2]}
+
+
+def test_analyse_multiclass_reports_each_class_and_topology():
+  rng = np.random.default_rng(7)
+  per_class = rng.uniform(0.3, 0.9, (2, 30, 2))
+
+  def ev(s, shift):
+    e = _eval(per_class[s].mean(axis=1) + shift)
+    e["dice_per_class"] = per_class[s] + shift
+    e["betti0_error"] = np.full(30, 1.0 + s)
+    return e
+
+  runs = {n: {s: _run([0.5], eval_=ev(s, k * 0.05)) for s in range(2)} for k, n in enumerate("ab")}
+  a = verdict.analyse(
+    runs, baseline="a", class_names=["bg", "x", "y"], total_steps=400, topology=True, n_boot=100
+  )
+  r = a["results"]["b"]
+  assert r["dice/x"]["mean"] == pytest.approx(per_class[..., 0].mean() + 0.05)
+  assert r["dice/y"]["mean"] == pytest.approx(per_class[..., 1].mean() + 0.05)
+  assert r["betti0_error"]["per_seed"] == [1.0, 2.0]
