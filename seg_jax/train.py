@@ -66,7 +66,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-from jax.experimental import multihost_utils
+from jax.experimental import checkify, multihost_utils
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -127,11 +127,12 @@ def build_model(config: ml_collections.ConfigDict, num_classes: int) -> UNet:
   )
 
 
-def build_loss(config: ml_collections.ConfigDict):
-  """``fn(outputs, labels)``: the configured loss (with deep supervision if asked), reduced over
-  the global batch (``axis_name='data'``, to be called inside the mesh)."""
+def build_loss(config: ml_collections.ConfigDict, *, deep_supervision: bool = True):
+  """``fn(outputs, labels)``: the configured loss (with deep supervision if the model has it and
+  ``deep_supervision``), reduced over the global batch (``axis_name='data'``, to be called
+  inside the mesh)."""
   fn = losses.get(config.loss.name, **train_config.loss_options(config))
-  if config.model.deep_supervision:
+  if config.model.deep_supervision and deep_supervision:
     weights = tuple(config.model.deep_supervision_weights) or None
     fn = losses.deep_supervision(fn, weights)
   return functools.partial(fn, axis_name=AXIS)
@@ -216,13 +217,19 @@ def _all_finite(tree) -> jax.Array:
   return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
 
 
-def make_train_step(model: UNet, loss_fn, tx, schedule, mesh: Mesh):
+def make_train_step(model: UNet, loss_fn, tx, schedule, mesh: Mesh, *, checked: bool = False):
   """The jitted data-parallel step ``(state, batch) -> (state, metrics)``.
 
   ``state`` is donated. ``metrics``: ``loss`` (global batch), ``grad_norm`` (before clipping),
   ``learning_rate`` (of this step), ``finite`` (False: the loss, the gradient, or the updated
   parameters, optimizer state or batch statistics were not finite, and the update was skipped).
+
+  With ``checked``, the loss is :func:`seg_jax.losses.checked` and the step is checkified: it
+  returns ``(err, (state, metrics))``, ``err`` a ``checkify.Error`` to throw on the host
+  (:func:`input_error`).
   """
+  if checked:
+    loss_fn = losses.checked(loss_fn)
 
   def per_device(state: TrainState, batch):
     def compute_loss(params):
@@ -249,7 +256,7 @@ def make_train_step(model: UNet, loss_fn, tx, schedule, mesh: Mesh):
     return new, out
 
   mapped = jax.shard_map(per_device, mesh=mesh, in_specs=(P(), P(AXIS)), out_specs=(P(), P()))
-  return jax.jit(mapped, donate_argnums=0)
+  return jax.jit(losses.checkified(mapped) if checked else mapped, donate_argnums=0)
 
 
 def make_eval_step(model: UNet, mesh: Mesh):
@@ -265,6 +272,60 @@ def make_eval_step(model: UNet, mesh: Mesh):
   return jax.jit(mapped)
 
 
+def make_checked_eval_step(model: UNet, loss_fn, mesh: Mesh):
+  """The jitted checkified step ``(state, images, labels, valid) -> (err, predicted class maps)``.
+
+  Like :func:`make_eval_step`, and the main output and the labels of the rows marked ``valid``
+  go through :func:`seg_jax.losses.checked` ``(loss_fn)`` (labels in range, finite outputs);
+  ``err`` is to be thrown on the host (:func:`input_error`). ``loss_fn`` is the loss
+  without deep supervision.
+  """
+  checked_loss = losses.checked(loss_fn)
+
+  def per_device(state: TrainState, images, labels, valid):
+    out, _ = _apply(model, state, state.params, images, train=False)
+    if isinstance(out, tuple | list):
+      out = out[0]
+    mask = jnp.broadcast_to(valid.reshape(-1, *(1,) * (labels.ndim - 1)), labels.shape)
+    checked_loss(out, labels, mask=mask.astype(jnp.float32))
+    return metrics.predict_labels(out)
+
+  spec = P(AXIS)
+  mapped = jax.shard_map(per_device, mesh=mesh, in_specs=(P(), spec, spec, spec), out_specs=spec)
+  return jax.jit(losses.checkified(mapped))
+
+
+def input_error(err, where: str, hint: str = "") -> ValueError | None:
+  """The error to raise for a failed check of a checked step (``None`` if all passed).
+
+  ``ValueError`` naming ``where``, then the check's message (value and valid range) and
+  ``hint``. A failed check of the *logits* is the model diverging, not bad data: the caller
+  turns ``FloatingPointError`` instead (see :func:`diverged`), recognised by the message of
+  :mod:`seg_jax.losses`' value checks (``'<loss>: logits hold ...'``).
+  """
+  try:
+    err.throw()  # Its message names the first failure (err.get() lists every device's).
+  except checkify.JaxRuntimeError as e:
+    message = str(e)
+  else:
+    return None
+  if ": logits hold " in message:
+    return FloatingPointError(message)
+  return ValueError(f"Input check failed {where}: {message}{hint}")
+
+
+def diverged(config, ckpt: Checkpointer, step: int, detail: str) -> FloatingPointError:
+  """The error of a run whose loss, gradient, parameters or outputs became non-finite."""
+  t = config.train
+  return FloatingPointError(
+    f"Training diverged at step {step}: {detail} with loss {config.loss.name!r}; training "
+    f"stopped and this step's update was not applied. The last good checkpoint (step "
+    f"{ckpt.latest_step()}) in {ckpt.directory} is untouched. Try a lower "
+    f"config.train.learning_rate (now {t.learning_rate}), gradient clipping "
+    f"(config.train.grad_clip_norm), or check the loss options and the data."
+  )
+
+
 def _to_host(x) -> np.ndarray:
   """A global array as one NumPy array on every process."""
   if jax.process_count() == 1:
@@ -277,6 +338,8 @@ def evaluate(
 ) -> tuple[dict, dict | None]:
   """Metrics of ``split`` accumulated exactly over all its examples.
 
+  ``eval_step(state, batch)`` returns the predicted class maps of a batch.
+
   Returns:
     ``(metrics, examples)``: the :meth:`seg_jax.metrics.SegMetrics.compute` dict, and the first
     ``num_examples`` examples as ``{'image', 'label', 'pred'}`` NumPy arrays (``None`` if 0).
@@ -285,7 +348,7 @@ def evaluate(
   kept: dict[str, list] = {"image": [], "label": [], "pred": []}
   have = 0
   for batch in seg_data.eval_batches(ds, split, batch_size=batch_size, sharding=sharding):
-    preds = _to_host(eval_step(state, batch["image"]))
+    preds = _to_host(eval_step(state, batch))
     labels, valid = _to_host(batch["label"]), _to_host(batch["valid"])
     acc.update(preds, labels, valid)
     if have < num_examples:
@@ -340,6 +403,17 @@ def _echo(message: str, *, pbar=None) -> None:
 def _summary(split: str, step: int, m: dict) -> str:
   keys = [k for k in ("dice_mean", "iou_mean", "precision_mean", "recall_mean", "hd95") if k in m]
   return f"step {step} {split}: " + ", ".join(f"{k}={m[k]:.4f}" for k in keys)
+
+
+def _input_hint(config, ds) -> str:
+  """What to look at when a checked step fails (appended to its message)."""
+  ignore = train_config.loss_options(config).get("ignore_index")
+  if ds.ignore_index is not None and ignore != ds.ignore_index:
+    return (
+      f" The data set {ds.name} marks ignored pixels with {ds.ignore_index}: set "
+      f"config.loss.options.ignore_index={ds.ignore_index}."
+    )
+  return " Check the data (mask values, num_classes) and config.loss.options."
 
 
 def _check_batch(name: str, size: int, n_dev: int) -> None:
@@ -476,7 +550,23 @@ def _train(config, workdir: str, mesh: Mesh | None, preemption: _Preemption) -> 
     write_config(workdir, config)
 
   train_step = make_train_step(model, loss_fn, tx, schedule, mesh)
-  eval_step = make_eval_step(model, mesh)
+  checked_train_step = make_train_step(model, loss_fn, tx, schedule, mesh, checked=True)
+  checked_eval_step = make_checked_eval_step(
+    model, build_loss(config, deep_supervision=False), mesh
+  )
+  hint = _input_hint(config, ds)
+
+  def raise_failed_check(err, step: int, where: str) -> None:
+    error = input_error(err, where, hint)
+    if isinstance(error, FloatingPointError):
+      raise diverged(config, ckpt, step, f"the model's outputs are not finite ({error})")
+    if error is not None:
+      raise error
+
+  def eval_step(state, batch):
+    err, preds = checked_eval_step(state, batch["image"], batch["label"], batch["valid"])
+    raise_failed_check(err, int(state.step), f"on a {eval_split} batch")
+    return preds
 
   def run_eval(state, split, num_examples=0):
     return evaluate(
@@ -514,14 +604,12 @@ def _train(config, workdir: str, mesh: Mesh | None, preemption: _Preemption) -> 
       nonlocal last_grad_norm, last_lr
       out = jax.device_get(out)
       if not bool(out["finite"]):
-        raise FloatingPointError(
-          f"Training diverged at step {step}: non-finite loss, gradient or updated parameters "
-          f"(loss={float(out['loss'])}, gradient norm={float(out['grad_norm'])}) with loss "
-          f"{config.loss.name!r}; training stopped and this step's update was not applied. "
-          f"The last good checkpoint (step "
-          f"{ckpt.latest_step()}) in {ckpt.directory} is untouched. Try a lower "
-          f"config.train.learning_rate (now {t.learning_rate}), gradient clipping "
-          f"(config.train.grad_clip_norm), or check the loss options and the data."
+        raise diverged(
+          config,
+          ckpt,
+          step,
+          f"non-finite loss, gradient or updated parameters (loss={float(out['loss'])}, "
+          f"gradient norm={float(out['grad_norm'])})",
         )
       window.append(float(out["loss"]))
       last_grad_norm, last_lr = float(out["grad_norm"]), float(out["learning_rate"])
@@ -534,7 +622,11 @@ def _train(config, workdir: str, mesh: Mesh | None, preemption: _Preemption) -> 
       batch = next(batches)
       if step == start:
         tic = time.perf_counter()
-      state, out = train_step(state, batch)
+      if step < start + t.check_inputs_steps:
+        err, (state, out) = checked_train_step(state, batch)
+        raise_failed_check(err, step + 1, f"at training step {step + 1}")
+      else:
+        state, out = train_step(state, batch)
       if step == start:
         jax.block_until_ready(out)
         _echo(f"First step (with compilation): {time.perf_counter() - tic:.1f} s.", pbar=pbar)

@@ -40,6 +40,11 @@ data set name fails at once with a message that names the field.
   async_checkpoints: write checkpoints in the background (orbax async saves).
   num_plot_examples: validation examples drawn in ``predictions.png`` at the end (0: no PNG).
   progress_bar: show a tqdm progress bar (process 0).
+  check_inputs_steps: the first steps of a run (also of a resumed one) use the checked loss
+    (:func:`seg_jax.losses.checked`): labels outside the classes (other than the loss's
+    ``ignore_index``), non-finite model outputs and bad mask weights stop training with an error
+    naming the value and the valid range, before any checkpoint of the run is written. Later
+    steps use the unchecked step (0: never checked). Every evaluation batch is checked too.
 """
 
 from __future__ import annotations
@@ -69,6 +74,7 @@ RESUME_SAFE_FIELDS = (
   "train.keep_checkpoints",
   "train.async_checkpoints",
   "train.num_plot_examples",
+  "train.check_inputs_steps",
   "data.data_dir",
   "data.num_threads",
   "data.prefetch",
@@ -128,6 +134,7 @@ def default_config() -> ml_collections.ConfigDict:
   t.async_checkpoints = True
   t.num_plot_examples = 6
   t.progress_bar = True
+  t.check_inputs_steps = 10
   return c
 
 
@@ -299,6 +306,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     "eval_every",
     "checkpoint_every",
     "num_plot_examples",
+    "check_inputs_steps",
     "seed",
     "eps",
   ):
