@@ -3,18 +3,18 @@ r"""``checked(loss_fn)``: a loss that raises on bad input *values*, from inside 
 The plain losses check shapes and dtypes at trace time but not values: an integer label outside
 the classes, a NaN logit or a negative mask weight cannot raise from compiled code without a
 transfer to the host, so such pixels are dropped (labels, mask) or give a NaN loss (logits). The
-checked form adds ``jax.experimental.checkify`` checks of the values (see
-:func:`seg_jax.losses._common.value_checks`):
+checked form adds checks of the values (computed inside the loss, see
+:func:`seg_jax.losses._common.value_checks`, and raised through ``jax.experimental.checkify``):
 
 * integer labels in ``[0, channels)`` (``{0, 1}`` in binary mode), besides ``ignore_index``;
 * dense labels in ``[0, 1]``;
 * finite logits (probabilities in ``[0, 1]`` with ``from_logits=False``);
 * finite mask weights ``>= 0``.
 
-A failed check raises an error whose message names the loss, the first offending value, the
-valid range and how many entries are outside it (counted in the arrays the loss sees: one
-device's shard inside ``shard_map``), e.g. ``dice: labels hold 255, valid range [0, 3)
-(ignore_index=None; 12 of 128 pixels are outside it)``. Where and as what it is raised:
+A failed check raises an error whose message names the loss, an offending value (NaN if any,
+else the largest), the valid range and how many entries are outside it (counted in the arrays
+the loss sees: one device's shard inside ``shard_map``), e.g. ``dice: labels hold 255, valid
+range [0, 3) (ignore_index=None; 12 of 128 pixels are outside it)``. Where and as what it is raised:
 
 * called eagerly: at once, ``checkify.JaxRuntimeError`` (a ``ValueError``);
 * traced inside :func:`checkified` (``checkify.checkify`` that knows of checked losses, as the
@@ -24,8 +24,13 @@ device's shard inside ``shard_map``), e.g. ``dice: labels hold 255, valid range 
   host callback (``jax.debug.callback``), as ``jax.errors.JaxRuntimeError``, whose message also
   carries the callback's traceback (and JAX logs it).
 
-Cost: the checks read every input once more and add a host transfer of the error; see the
-``checked`` rows of ``benchmarks/losses.py``.
+Non-finite logits are found through the loss value: every registry loss returns NaN for them
+(``tests/test_losses_contract.py``), and only a non-finite value makes the checks scan the
+logits for the message. A function of losses that hides a NaN loss (``nan_to_num``) hides non-finite
+logits from its checked form too.
+
+Cost: the checks read the labels and mask once more and add a host transfer of the error; see the
+``(checked)`` rows of ``benchmarks/losses.py``.
 """
 
 from __future__ import annotations
@@ -35,9 +40,10 @@ import threading
 from collections.abc import Callable
 
 import jax
+import jax.numpy as jnp
 from jax.experimental import checkify
 
-from seg_jax.losses._common import value_checks
+from seg_jax.losses._common import ValueCheck, value_checks
 
 _FUNCTIONALISED = threading.local()
 
@@ -108,14 +114,34 @@ def checked(loss_fn: Callable[..., jax.Array]) -> Callable[..., jax.Array]:
 
   @functools.wraps(loss_fn)
   def fn(*args, **kwargs):
-    def run(*args):
-      with value_checks():
-        return loss_fn(*args, **kwargs)
-
-    # Keyword options (strings, flags, mask, ...) are closed over: checkify flattens its
-    # arguments, and options are no arrays.
-    err, out = checkify.checkify(run)(*args)
-    _raise(err)
+    with value_checks() as records:
+      out = loss_fn(*args, **kwargs)
+    _raise(_functionalise(records, out))
     return out
 
   return fn
+
+
+def _functionalise(records: list[ValueCheck], out) -> checkify.Error:
+  """The ``checkify`` error of the recorded checks of a loss call whose value is ``out``.
+
+  Only scalars are checkified; the checks' reductions run in the caller's trace, those marked
+  ``if_not_finite`` under a ``lax.cond`` on the finiteness of ``out``.
+  """
+  leaves = [jnp.all(jnp.isfinite(v)) for v in jax.tree.leaves(out) if jnp.size(v)]
+  finite = functools.reduce(jnp.logical_and, leaves, jnp.bool_(True))
+  counts, values = [], []
+  for record in records:
+    if record.if_not_finite:
+      count, value = jax.lax.cond(finite, record.passed, record.stats)
+    else:
+      count, value = record.stats()
+    counts.append(count)
+    values.append(value)
+
+  def check(counts, values):
+    for record, count, value in zip(records, counts, values, strict=True):
+      checkify.check(count == 0, record.message, value=value, count=count)
+
+  err, _ = checkify.checkify(check)(counts, values)
+  return err
