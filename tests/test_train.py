@@ -18,8 +18,8 @@ from PIL import Image
 
 from seg_jax import data as seg_data
 from seg_jax import train
-from seg_jax.checkpoint import Checkpointer
-from seg_jax.logging_utils import MetricWriter, read_metrics
+from seg_jax.training.checkpoint import Checkpointer
+from seg_jax.training.outputs import MetricWriter, read_metrics
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:

@@ -10,8 +10,8 @@ import pytest
 
 from seg_jax import data as seg_data
 from seg_jax import train
-from seg_jax.checkpoint import Checkpointer
-from seg_jax.logging_utils import read_metrics
+from seg_jax.training.checkpoint import Checkpointer
+from seg_jax.training.outputs import read_metrics
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
