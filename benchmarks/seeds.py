@@ -30,7 +30,8 @@ import optax
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from seg_jax import losses, machine, train, train_config  # noqa: E402
+from seg_jax import losses, machine, train  # noqa: E402
+from seg_jax.training import config as train_config  # noqa: E402
 
 
 def _setup(quick: bool, num_seeds: int, loss_name: str):

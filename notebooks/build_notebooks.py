@@ -431,7 +431,8 @@ choosing = [
     """
     import sys
 
-    from seg_jax import compare, data, train_config
+    from seg_jax import compare, data
+    from seg_jax.training import config as train_config
 
     KINDS = ("balanced", "imbalanced")
     if SMALL:

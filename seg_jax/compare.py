@@ -28,7 +28,8 @@ References: Ma et al., "Loss odyssey in medical image segmentation", Medical Ima
 
 Example (in Python)::
 
-  from seg_jax import compare, train_config
+  from seg_jax import compare
+  from seg_jax.training import config as train_config
   config = train_config.default_config()
   summary = compare.run_comparison(config, ['dice', 'dice_ce'], 'runs/compare/demo', steps=60)
   summary['results']['dice']['dice_mean']['ci95']
@@ -46,7 +47,6 @@ import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from seg_jax import devices
 from seg_jax.choosing.run import (  # noqa: F401  (the public API of compare)
   DEFAULT_SEEDS,
   REPORT_FILE,
@@ -60,6 +60,7 @@ from seg_jax.choosing.run import (  # noqa: F401  (the public API of compare)
   run_state,
   with_steps,
 )
+from seg_jax.training import devices
 
 _TOPOLOGY = {"auto": None, "on": True, "off": False}
 

@@ -32,6 +32,7 @@ def test_losses_benchmark_quick(tmp_path):
   assert rows["floor: sum(exp(logits))"]["fwd_ms"] > 0
   assert rows["cross_entropy"]["optax"] == "optax softmax_cross_entropy_with_integer_labels"
   assert rows["dice"]["speedup_vs_optax"] > 0 and rows["dice"]["vs_floor"] > 0
+  assert rows["dice (checked)"]["vs_unchecked"] > 0
   assert result["lovasz_scaling"]["points"]
   text = md.read_text()
   assert "old table" not in text and "kept section" in text

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 from absl import flags
 
-from seg_jax import compare, losses, train, train_config
+from seg_jax import compare, losses, train
 from seg_jax.choosing import plots
 from seg_jax.choosing import run as choosing_run
+from seg_jax.training import config as train_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

@@ -54,11 +54,12 @@ from jax.sharding import PartitionSpec as P
 
 from seg_jax import data as seg_data
 from seg_jax import inspect as seg_inspect
-from seg_jax import losses, recommend, train, train_config
-from seg_jax.checkpoint import Checkpointer
+from seg_jax import losses, recommend, train
 from seg_jax.choosing import evaluation, plots, report, verdict
-from seg_jax.logging_utils import CONFIG_FILE, read_metrics
-from seg_jax.logging_utils import config_differences as _config_differences
+from seg_jax.training import config as train_config
+from seg_jax.training.checkpoint import Checkpointer
+from seg_jax.training.outputs import CONFIG_FILE, read_metrics
+from seg_jax.training.outputs import config_differences as _config_differences
 
 # Options of config.loss.options passed to every loss that accepts them (module docstring).
 SHARED_OPTIONS = ("mode", "ignore_index")
