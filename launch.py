@@ -12,7 +12,7 @@ Flags:
     ``--process_id``.
   --cpu_devices: on a CPU-only machine, how many XLA CPU devices to make (default: the most, up
     to one per core, that divide the batch size, so the data-parallel step uses every core; 0
-    leaves JAX's default of one device). See :mod:`seg_jax.devices`.
+    leaves JAX's default of one device). See :mod:`seg_jax.training.devices`.
 
 Example (two processes on one machine, for testing)::
 
@@ -60,7 +60,7 @@ _CPU_DEVICES = flags.DEFINE_integer(
 def _setup_jax(config):
   import jax
 
-  from seg_jax import devices
+  from seg_jax.training import devices
 
   t = config.train
   devices.setup_cpu_devices(_CPU_DEVICES.value, (t.batch_size, t.eval_batch_size))

@@ -24,7 +24,8 @@ Comparisons (the same inputs, the same reduction to a scalar):
 Targets (from the losses issue): CE, BCE, sigmoid focal and dice >= 2x faster than optax's; CE,
 BCE, focal, the dice family and tversky within 4x of the exp floor; lovasz O(N log N), checked
 by timing it at growing sizes. Boundary and Hausdorff losses report the distance transform alone
-on their own line.
+on their own line. The ``(checked)`` rows time ``losses.checked(loss)`` for a few losses, next to
+the plain loss (the cost of the value checks).
 """
 
 from __future__ import annotations
@@ -86,6 +87,10 @@ OPTAX_PAIRS = {
   "dice": "optax dice_loss",
 }
 DISTANCE_LOSSES = ("boundary", "hausdorff_dt")
+# Losses also timed as ``losses.checked(...)`` (value checks of the inputs, raising from jit):
+# rows "<name> (checked)", with their cost relative to the plain loss.
+CHECKED_ROWS = ("cross_entropy", "dice", "dice_ce", "lovasz")
+CHECKED_SUFFIX = " (checked)"
 
 
 def make_inputs(shape, seed=0):
@@ -110,7 +115,8 @@ def build_rows(shape, *, with_grad: bool, only=None):
   def add(name, group, fn, args, grad=True):
     if only is not None and group != "reference":
       paired = any(OPTAX_PAIRS.get(n) == name for n in only)
-      if name not in only and not paired and group != "distance":
+      base = name.removesuffix(CHECKED_SUFFIX)
+      if name not in only and base not in only and not paired and group != "distance":
         return
     row = {"name": name, "group": group, "fwd": jax.jit(fn), "args": args}
     if with_grad and grad:
@@ -149,6 +155,9 @@ def build_rows(shape, *, with_grad: bool, only=None):
     fn = losses.get(reg_name, **call.get("options", {}))
     y = dense if call.get("dense") else labels
     add(row_name, "seg_jax", lambda x, y, fn=fn: fn(x, y), (logits, y))
+    if row_name in CHECKED_ROWS:
+      checked = losses.checked(fn)
+      add(row_name + CHECKED_SUFFIX, "checked", lambda x, y, f=checked: f(x, y), (logits, y))
 
   add_distance_rows(add, logits, labels, only)
   return rows
@@ -262,6 +271,11 @@ def summarize(rows) -> list[dict]:
       s["speedup_vs_optax_min"] = by_name[opt]["fwd_min_ms"] / r["fwd_min_ms"]
       if "grad_ms" in r and "grad_ms" in by_name[opt]:
         s["grad_speedup_vs_optax"] = by_name[opt]["grad_ms"] / r["grad_ms"]
+    plain = by_name.get(r["name"].removesuffix(CHECKED_SUFFIX), {})
+    if r["group"] == "checked" and "fwd_ms" in r and "fwd_ms" in plain:
+      s["vs_unchecked"] = r["fwd_ms"] / plain["fwd_ms"]
+      if "grad_ms" in r and "grad_ms" in plain:
+        s["grad_vs_unchecked"] = r["grad_ms"] / plain["grad_ms"]
     targets = []
     if opt and "speedup_vs_optax" in s:
       targets.append(
@@ -334,13 +348,14 @@ def table_lines(shape, rows, *, markdown: bool) -> list[str]:
     "fwd+grad ms (median)",
     "vs optax",
     "vs exp floor",
+    "checked vs plain (fwd; fwd+grad)",
     "targets (median; min in brackets)",
   ]
   lines = []
   body = []
   for r in rows:
     if "error" in r:
-      body.append([r["name"], "error", "", "", "", "", r["error"][:60]])
+      body.append([r["name"], "error", "", "", "", "", "", r["error"][:60]])
       continue
     tgt = "; ".join(
       f"{'met' if t['met'] else 'MISSED'} {t['target']}: {t['value']:.2f}x ({t['value_min']:.2f}x)"
@@ -354,6 +369,9 @@ def table_lines(shape, rows, *, markdown: bool) -> list[str]:
         fmt(r.get("grad_ms")),
         fmt(r.get("speedup_vs_optax"), ".2f", "x faster") if "speedup_vs_optax" in r else "",
         fmt(r.get("vs_floor"), ".2f", "x"),
+        "; ".join(
+          fmt(r.get(k), ".2f", "x") for k in ("vs_unchecked", "grad_vs_unchecked") if k in r
+        ),
         tgt,
       ]
     )
@@ -361,7 +379,7 @@ def table_lines(shape, rows, *, markdown: bool) -> list[str]:
     lines.append(f"Shape `{shape_str(shape)}`:")
     lines.append("")
     lines.append("| " + " | ".join(head) + " |")
-    lines.append("|" + "|".join(["---"] + ["---:"] * 5 + ["---"]) + "|")
+    lines.append("|" + "|".join(["---"] + ["---:"] * 6 + ["---"]) + "|")
     lines += ["| " + " | ".join(row) + " |" for row in body]
     lines.append("")
   else:
@@ -408,7 +426,9 @@ def write_markdown(path: pathlib.Path, result: dict) -> None:
     "labels, as their optax counterparts. 'vs optax' is optax's time divided by ours on the same "
     "inputs; 'vs exp floor' is ours divided by `sum(exp(logits))`. The 'boundary:' and "
     "'hausdorff_dt:' rows split those losses into their distance transforms (computed inside the "
-    "loss by default) and the loss with precomputed maps.",
+    "loss by default) and the loss with precomputed maps. '(checked)' rows time "
+    "`losses.checked(loss)` (input value checks raising from jit); 'checked vs plain' is their "
+    "time divided by the plain loss's.",
     "",
     "Targets (losses issue): CE, BCE, sigmoid focal, dice >= 2x faster than optax; CE, BCE, "
     "focal, the dice family and tversky <= 4x the exp floor; lovasz O(N log N). Judged on the "

@@ -20,8 +20,8 @@ devices' ``peak_bytes_in_use`` where the backend reports it (GPU, TPU), and the 
 resident memory (which on CPU includes the device buffers).
 
 On a CPU-only machine the benchmark makes up to one XLA CPU device per core, as ``launch.py``
-does (:mod:`seg_jax.devices`; ``--cpu_devices`` to change), so the data-parallel step uses every
-core.
+does (:mod:`seg_jax.training.devices`; ``--cpu_devices`` to change), so the data-parallel step
+uses every core.
 """
 
 from __future__ import annotations
@@ -56,7 +56,8 @@ def run(config, *, steps: int) -> dict:
   from jax.sharding import PartitionSpec as P
 
   from seg_jax import data as seg_data
-  from seg_jax import train, train_config
+  from seg_jax import train
+  from seg_jax.training import config as train_config
 
   train_config.validate(config)
   t = config.train
@@ -203,8 +204,8 @@ def main(argv=None) -> dict:
 
   import jax
 
-  from seg_jax import devices
   from seg_jax.machine import machine_info, save_results
+  from seg_jax.training import devices
 
   default_config = "runlocal.py" if args.quick else "default.py"
   config_path = args.config or ROOT / "configs" / default_config

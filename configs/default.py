@@ -6,12 +6,12 @@ Run it with::
 
 Outputs go to ``runs/default`` (``--workdir`` to change). Any field can be overridden on the
 command line, e.g. ``--config.train.steps=200 --config.loss.name=focal``. The fields and their
-meaning are documented in :mod:`seg_jax.train_config` (``loss``, ``model``, ``train``) and
+meaning are documented in :mod:`seg_jax.training.config` (``loss``, ``model``, ``train``) and
 :func:`seg_jax.data.default_config` (``data``). The per-loss files next to this one derive from
 it and change only the loss.
 """
 
-from seg_jax import train_config
+from seg_jax.training import config as train_config
 
 
 def get_config():

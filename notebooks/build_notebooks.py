@@ -422,15 +422,17 @@ choosing = [
   `balanced` (ellipses and polygons, about 20 % foreground) and `imbalanced` (1-2 small objects,
   about 2 % foreground). Each data set is one call of `seg_jax.compare.run_comparison`, the
   function behind `python -m seg_jax.compare`: it trains one model per loss with
-  `seg_jax.train.train_and_evaluate`, everything but the loss identical, and writes `report.md`,
-  `summary.json` and figures into the comparison's directory. Metrics are those of the whole
-  validation split.
+  `seg_jax.train.train_and_evaluate`, everything but the loss and the seed identical (two seeds
+  here, three by default), scores every validation image, and writes `report.md` (its verdict
+  first: which losses are tied with the best, which differ significantly), `summary.json` and
+  figures into the comparison's directory.
   """),
   code(
     """
     import sys
 
-    from seg_jax import compare, data, train_config
+    from seg_jax import compare, data
+    from seg_jax.training import config as train_config
 
     KINDS = ("balanced", "imbalanced")
     if SMALL:
@@ -496,6 +498,7 @@ choosing = [
         with contextlib.redirect_stdout(log):
             summaries[kind] = compare.run_comparison(
                 make_config(kind), LOSSES, outdir,
+                seeds=2 if SMALL else 3,
                 num_examples=(3 if SMALL else 4) if kind == "imbalanced" else 0,
                 echo=lambda line: print(line, file=notebook_stdout),
             )
@@ -508,7 +511,7 @@ choosing = [
   code(
     """
     def final(kind, loss):
-        return summaries[kind]["runs"][loss]["final"] or {}
+        return summaries[kind]["runs"][loss][0]["final"] or {}  # seed 0
 
 
     def fmt(value):
@@ -525,10 +528,10 @@ choosing = [
             rows.append(
                 f"| {kind} | `{loss}` | {fmt(m.get('dice_mean'))} | {fmt(m.get('iou_mean'))} | "
                 f"{fmt(m.get('precision_mean'))} | {fmt(m.get('recall_mean'))} | {fmt(m.get('hd95'))} | "
-                f"{summaries[kind]['runs'][loss]['wall_s']:.1f} |"
+                f"{summaries[kind]['runs'][loss][0]['wall_s']:.1f} |"
             )
     display(Markdown(
-        "Validation metrics of the foreground class after the last step "
+        "Seed 0: validation metrics of the foreground class after the last step "
         "(`-`: undefined, e.g. the precision of a model that predicts no foreground, or HD95 "
         "when no image has foreground in both prediction and truth; wall time includes "
         "compilation).\\n\\n" + "\\n".join(rows)
@@ -553,7 +556,7 @@ choosing = [
     ax = axes[3]
     for j, loss in enumerate(LOSSES):
         for kind, ls in zip(KINDS, ["-", "--"]):
-            curve = summaries[kind]["runs"][loss]["curves"]
+            curve = summaries[kind]["runs"][loss][0]["curves"]
             ax.plot(curve["val_step"], curve["val_dice"], ls=ls, marker="o", color=f"C{j}",
                     label=f"{loss}, {kind}")
     ax.set(xlabel="training step", ylabel="validation Dice", ylim=(0, 1), title="Learning curves")
@@ -583,6 +586,8 @@ choosing = [
         pre = "undefined (no foreground predicted)" if pre is None else f"{pre:.3f}"
         lines.append(f"* `{loss}`: {b:.3f} -> {i:.3f}; on `imbalanced` recall {rec:.3f}, precision {pre}.")
     lines += ["", f"Highest Dice on `imbalanced` here: `{summaries['imbalanced']['best']}`."]
+    for kind in KINDS:  # compare's verdict over all seeds, paired by image (report.md)
+        lines += ["", f"**Verdict on `{kind}`** (`report.md`): {summaries[kind]['verdict']}"]
     display(Markdown("\\n".join(lines)))
     """
   ),

@@ -32,6 +32,7 @@ def test_losses_benchmark_quick(tmp_path):
   assert rows["floor: sum(exp(logits))"]["fwd_ms"] > 0
   assert rows["cross_entropy"]["optax"] == "optax softmax_cross_entropy_with_integer_labels"
   assert rows["dice"]["speedup_vs_optax"] > 0 and rows["dice"]["vs_floor"] > 0
+  assert rows["dice (checked)"]["vs_unchecked"] > 0
   assert result["lovasz_scaling"]["points"]
   text = md.read_text()
   assert "old table" not in text and "kept section" in text
@@ -67,3 +68,22 @@ def test_overlap_formulations_benchmark_quick(tmp_path):
   text = md.read_text()
   assert "kept section" in text and "## Dice statistics: formulations compared" in text
   assert text.index("## Losses") < text.index("## Dice statistics")
+
+
+def test_seeds_benchmark_quick(tmp_path):
+  """Seeds in turn and as one vmapped program: both timed, and the same losses computed."""
+  proc = subprocess.run(
+    [sys.executable, "benchmarks/seeds.py", "--quick", "--seeds=2", "--repeats=1"]
+    + ["--out", str(tmp_path)],
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  result = json.loads((tmp_path / "seeds_quick.json").read_text())
+  assert result["in_turn_s"] > 0 and result["vmapped_s"] > 0
+  assert len(result["losses_in_turn"]) == 2
+  for a, b in zip(result["losses_in_turn"], result["losses_vmapped"], strict=True):
+    assert abs(a - b) <= 1e-5 * max(1.0, abs(a))
+  assert "| one vmapped program |" in proc.stdout

@@ -9,7 +9,10 @@ import numpy as np
 import pytest
 from absl import flags
 
-from seg_jax import compare, losses, train, train_config
+from seg_jax import compare, losses, train
+from seg_jax.choosing import plots
+from seg_jax.choosing import run as choosing_run
+from seg_jax.training import config as train_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -93,10 +96,10 @@ def test_train_timing_from_records():
     {"step": 20, "split": "train", "steps_per_sec": 2.0},  # 10 steps in 5 s.
     {"step": 25, "split": "train", "steps_per_sec": 1.0},  # 5 steps in 5 s.
   ]
-  seconds, rate = compare.train_timing(records)
+  seconds, rate = choosing_run.train_timing(records)
   assert seconds == pytest.approx(12.0)
   assert rate == pytest.approx(25 / 12.0)
-  assert compare.train_timing([]) == (None, None)
+  assert choosing_run.train_timing([]) == (None, None)
 
 
 def _table_rows(text: str, heading: str) -> list[list[str]]:
@@ -120,17 +123,8 @@ def _check_png(path):
   assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100
 
 
-def _foreground_dice(preds, labels):
-  """Binary Dice of class 1 over all pixels, written from the formula 2TP / (2TP + FP + FN)."""
-  p, t = preds.astype(bool), labels.astype(bool)
-  tp = float(np.sum(p & t))
-  fp = float(np.sum(p & ~t))
-  fn = float(np.sum(~p & t))
-  return 2 * tp / (2 * tp + fp + fn)
-
-
 @pytest.mark.slow
-def test_tiny_comparison_report_figures_and_resume(tmp_path, monkeypatch, capsys):
+def test_tiny_comparison_with_seeds_report_summary_and_resume(tmp_path, monkeypatch, capsys):
   monkeypatch.syspath_prepend(REPO)  # configs/runlocal.py imports `configs.default`.
   outdir = tmp_path / "cmp"
   argv = [
@@ -141,6 +135,7 @@ def test_tiny_comparison_report_figures_and_resume(tmp_path, monkeypatch, capsys
     "--config.data.synthetic.num_test=8",
     "--config.train.num_plot_examples=0",
     "--losses=cross_entropy,dice",
+    "--seeds=2",
     "--steps=4",  # runlocal's 8 steps halved: log every step, evaluate at 2 and 4.
     "--num_examples=8",
     f"--outdir={outdir}",
@@ -150,61 +145,80 @@ def test_tiny_comparison_report_figures_and_resume(tmp_path, monkeypatch, capsys
   flag_values(argv)
   summary = compare.run_from_flags(flag_values, argv)
   progress = capsys.readouterr().out
-  assert re.search(
-    r"\[1/2\] cross_entropy: trained in [\d.]+ s, validation dice_mean 0\.\d{4}", progress
-  )
-  assert re.search(r"\[2/2\] dice: trained in [\d.]+ s, validation dice_mean 0\.\d{4}", progress)
-
-  # Identical settings but the loss.
-  for name in ("cross_entropy", "dice"):
-    with open(outdir / name / "config.json") as f:
-      stored = json.load(f)
-    assert stored["loss"] == {"name": name, "options": {}}
-    assert (stored["train"]["steps"], stored["train"]["seed"], stored["model"]["features"]) == (
-      4,
-      0,
-      4,
+  for i, (name, seed) in enumerate(
+    [("cross_entropy", 0), ("cross_entropy", 1), ("dice", 0), ("dice", 1)], 1
+  ):
+    assert re.search(
+      rf"\[{i}/4\] {name} seed {seed}: trained, validation dice_mean 0\.\d{{4}}; ", progress
     )
+  assert "3 run(s) to go, ETA" in progress and "comparison trained" in progress
 
-  # The report: one row per loss, with the metric columns, values from each run's metrics.
+  # Identical settings but the loss and the seed.
+  for name in ("cross_entropy", "dice"):
+    for seed in (0, 1):
+      with open(outdir / name / f"seed{seed}" / "config.json") as f:
+        stored = json.load(f)
+      assert stored["loss"] == {"name": name, "options": {}}
+      assert (stored["train"]["steps"], stored["train"]["seed"]) == (4, seed)
+
+  # summary.json: every field of the documented form.
+  with open(outdir / "summary.json") as f:
+    saved = json.load(f)
+  assert saved["losses"] == ["cross_entropy", "dice"] and saved["seeds"] == [0, 1]
+  assert saved["baseline"] == "cross_entropy"
+  assert set(saved["ranking"]) == {"cross_entropy", "dice"} and saved["best"] in saved["ranking"]
+  assert saved["verdict"].startswith("On this data (2 seed(s) x 8 validation images)")
+  for name in ("cross_entropy", "dice"):
+    r = saved["results"][name]
+    for metric in ("dice_mean", "iou_mean", "hd95"):
+      assert set(r[metric]) == {"mean", "std", "ci95", "per_seed"}
+      assert len(r[metric]["per_seed"]) == 2 and len(r[metric]["ci95"]) == 2
+    assert set(r["runs"]) == {"0", "1"}
+    for seed, run in r["runs"].items():
+      assert set(run["flags"]) <= {"collapsed", "diverged", "not_converged", "miscalibrated"}
+      tf = run["threshold_free"]
+      assert set(tf) == {"auprc", "dice_at_0.5", "best_dice", "best_threshold", "foreground_share"}
+      # The per-image evaluation is that of the final model: its pooled Dice at 0.5 is the
+      # trainer's validation dice_mean.
+      records = [
+        json.loads(x)
+        for x in (outdir / name / f"seed{seed}" / "metrics.jsonl").read_text().split("\n")
+        if x
+      ]
+      final = [x for x in records if x["split"] == "validation" and x["step"] == 4][-1]
+      assert tf["dice_at_0.5"] == pytest.approx(final.get("dice_mean", 0.0), abs=1e-9)
+      assert run["final_dice_mean"] == final.get("dice_mean")
+      ev = summary["runs"][name][int(seed)]["eval"]
+      ex = ev["examples"]
+      assert ex["pred"].shape == ex["label"].shape == (8, 16, 16)
+      truth_fg = ex["label"] == 1
+      defined = truth_fg.any(axis=(1, 2))
+      ref = (
+        2
+        * (truth_fg & (ex["pred"] == 1)).sum(axis=(1, 2))
+        / (truth_fg.sum(axis=(1, 2)) + (ex["pred"] == 1).sum(axis=(1, 2)))
+      )
+      np.testing.assert_allclose(ev["dice"][defined], ref[defined])
+      per_seed = r["dice_mean"]["per_seed"][int(seed)]
+      assert per_seed == pytest.approx(float(np.mean(ref[defined])))
+  vs = saved["results"]["dice"]["vs_baseline"]
+  assert set(vs) == {"diff", "ci95", "p_value", "p_holm", "significant"}
+  assert saved["results"]["cross_entropy"]["vs_baseline"] is None
+
   text = (outdir / "report.md").read_text()
-  header, *rows = _table_rows(text, "## Validation metrics")
-  assert header[:9] == [
+  assert text.index("## Verdict") < text.index("## Results") < text.index("## Protocol")
+  header, *rows = _table_rows(text, "## Results")
+  assert header[:6] == [
+    "rank",
     "loss",
-    "dice_mean",
-    "dice/shape",
-    "iou_mean",
-    "precision_mean",
-    "recall_mean",
-    "hd95",
-    "train time (s)",
-    "steps/s",
+    "Dice [95 % CI]",
+    "per seed",
+    "vs `cross_entropy`",
+    "vs best",
   ]
-  assert [r[0] for r in rows] == ["cross_entropy", "dice"]
-  for row in rows:
-    records = [
-      json.loads(x) for x in (outdir / row[0] / "metrics.jsonl").read_text().split("\n") if x
-    ]
-    final = [r for r in records if r["split"] == "validation" and r["step"] == 4][-1]
-    cells = dict(zip(header, row, strict=True))
-    for key in ("dice_mean", "dice/shape", "iou_mean", "precision_mean", "recall_mean"):
-      assert cells[key] == f"{final[key]:.4f}", (row[0], key)
-    assert float(cells["train time (s)"]) > 0 and float(cells["steps/s"]) > 0
-    assert cells["status"] == "trained"
-    # The grid's predictions are those of the final model: over the whole validation split
-    # (8 images) their Dice is the trainer's validation dice_mean.
-    ex = summary["runs"][row[0]]["examples"]
-    assert ex["pred"].shape == ex["label"].shape == (8, 16, 16)
-    assert _foreground_dice(ex["pred"], ex["label"]) == pytest.approx(final["dice_mean"], abs=1e-9)
-  _, *per_class = _table_rows(text, "## Per-class metrics")
-  assert [(r[0], r[1]) for r in per_class] == [
-    ("cross_entropy", "background"),
-    ("cross_entropy", "shape"),
-    ("dice", "background"),
-    ("dice", "shape"),
-  ]
-  assert "## Test split" in text
-  for name in ("learning_curves.png", "predictions.png"):
+  assert sorted(r[1].split()[0] for r in rows) == ["`cross_entropy`", "`dice`"]
+  assert "--seeds=2" in text and "hierarchical percentile bootstrap" in text
+  for name in ("learning_curves.png", "predictions.png", "per_image_dice.png"):
     assert f"]({name})" in text
     _check_png(outdir / name)
 
@@ -212,49 +226,32 @@ def test_tiny_comparison_report_figures_and_resume(tmp_path, monkeypatch, capsys
   calls = []
   monkeypatch.setattr(train, "train_and_evaluate", lambda *a, **k: calls.append("train"))
   monkeypatch.setattr(train, "init_state", lambda *a, **k: calls.append("restore"))
-  mtimes = {n: os.stat(outdir / n / "metrics.jsonl").st_mtime_ns for n in ("cross_entropy", "dice")}
   again = compare.run_from_flags(flag_values, argv)
   assert calls == []
-  assert {n: os.stat(outdir / n / "metrics.jsonl").st_mtime_ns for n in mtimes} == mtimes
-  assert "cross_entropy: already finished" in capsys.readouterr().out
-  assert again["runs"]["dice"]["status"] == "cached"
-  assert again["best"] == summary["best"]
-  _, *rows_again = _table_rows((outdir / "report.md").read_text(), "## Validation metrics")
-  assert [r[1] for r in rows_again] == [r[1] for r in rows]
-
-  # A run stopped during its final test evaluation (validation record and final checkpoint
-  # there, no test record) is not finished when the trainer evaluates the test split.
-  ce_config = compare.loss_config(compare.with_steps(flag_values.config, 4), "cross_entropy")
-  ce_metrics = outdir / "cross_entropy" / "metrics.jsonl"
-  full = ce_metrics.read_text()
-  ce_metrics.write_text(
-    "\n".join(x for x in full.splitlines() if '"split": "test"' not in x) + "\n"
-  )
-  assert compare.run_state(ce_config, str(outdir / "cross_entropy")) == "finished"
-  assert compare.run_state(ce_config, str(outdir / "cross_entropy"), expect_test=True) == "partial"
-  ce_metrics.write_text(full)
+  assert "cross_entropy seed 0: already finished" in capsys.readouterr().out
+  assert again["runs"]["dice"][1]["status"] == "cached"
+  assert again["results"]["dice"]["dice_mean"] == summary["results"]["dice"]["dice_mean"]
 
   # An interrupted run (no final metrics, checkpoints left) goes back to the trainer, which
-  # resumes from its latest checkpoint; the finished one is still not retrained.
+  # resumes from its latest checkpoint; the finished ones are not retrained.
   trained = []
   monkeypatch.setattr(train, "train_and_evaluate", lambda c, w, **k: trained.append((c, w)))
-  metrics = outdir / "dice" / "metrics.jsonl"
+  metrics = outdir / "dice" / "seed1" / "metrics.jsonl"
   kept = [x for x in metrics.read_text().splitlines() if '"split": "validation"' not in x]
   metrics.write_text("\n".join(kept) + "\n")
-  dice_config = compare.loss_config(compare.with_steps(flag_values.config, 4), "dice")
-  assert compare.run_state(dice_config, str(outdir / "dice")) == "partial"
-  resumed = compare.run_from_flags(flag_values, argv)
-  assert [(c.loss.name, w) for c, w in trained] == [("dice", str(outdir / "dice"))]
-  assert trained[0][0].to_json_best_effort() == dice_config.to_json_best_effort()
-  assert re.search(r"\[2/2\] dice: resuming in .* from step 4\.", capsys.readouterr().out)
-  assert resumed["runs"]["dice"]["status"] == "resumed"
-  assert resumed["runs"]["cross_entropy"]["status"] == "cached"
+  dice_config = compare.loss_config(compare.with_steps(flag_values.config, 4), "dice", 1)
+  assert compare.run_state(dice_config, str(outdir / "dice" / "seed1")) == "partial"
+  compare.run_from_flags(flag_values, argv)
+  assert [(c.loss.name, c.train.seed, w) for c, w in trained] == [
+    ("dice", 1, str(outdir / "dice" / "seed1"))
+  ]
+  assert re.search(r"\[4/4\] dice seed 1: resuming from step 4", capsys.readouterr().out)
 
   # The same directory with other settings is refused (the runs would not be comparable).
   config = flag_values.config
-  config.train.seed = 1
-  with pytest.raises(ValueError, match=r"different configuration \(.*train\.seed: 0 -> 1"):
-    compare.run_comparison(config, ["cross_entropy"], str(outdir), steps=4)
+  config.model.features = 8
+  with pytest.raises(ValueError, match=r"different configuration \(.*model\.features: 4 -> 8"):
+    compare.run_comparison(config, ["cross_entropy"], str(outdir), steps=4, seeds=1)
 
 
 def _tiny_config(tmp_path):
@@ -282,24 +279,27 @@ def test_failed_runs_are_reported_diverged_ones_not_retried(tmp_path, monkeypatc
   outdir = tmp_path / "cmp"
   lines = []
   config = _tiny_config(tmp_path)
-  summary = compare.run_comparison(config, "focal,dice", str(outdir), echo=lines.append)
+  summary = compare.run_comparison(
+    config, "focal,dice", str(outdir), seeds=1, topology=False, echo=lines.append
+  )
   assert calls == ["focal", "dice"]
-  assert summary["runs"]["focal"]["status"] == "diverged"
-  assert summary["runs"]["dice"]["status"] == "error"
-  assert summary["best"] is None
-  assert "[1/2] focal: diverged in" in lines[1] and "[2/2] dice: failed in" in lines[3]
+  assert summary["runs"]["focal"][0]["status"] == "diverged"
+  assert summary["runs"]["dice"][0]["status"] == "error"
+  assert summary["best"] is None and summary["baseline"] == "focal"
+  assert summary["results"]["focal"]["runs"]["0"]["flags"] == ["diverged"]
+  assert "[1/2] focal seed 0: diverged" in lines[1] and "[2/2] dice seed 0: failed" in lines[3]
   text = (outdir / "report.md").read_text()
-  _, *rows = _table_rows(text, "## Validation metrics")
-  assert [(r[0], r[1], r[-1]) for r in rows] == [
-    ("focal", "n/a", "diverged"),
-    ("dice", "n/a", "error"),
-  ]
-  assert "**focal** (diverged): Non-finite training loss at step 3" in text
-  assert "**dice** (error): RuntimeError: boom" in text
+  assert "No run produced a model to evaluate" in text
+  assert "`focal` seed 0 (diverged): Non-finite training loss at step 3" in text
+  assert "`dice` seed 0 (error): RuntimeError: boom" in text
   # The divergence is a result (same seed, same outcome): only the errored run is retried.
   calls.clear()
-  compare.run_comparison(config, "focal,dice", str(outdir), echo=lines.append)
+  compare.run_comparison(config, "focal,dice", str(outdir), seeds=1, topology=False)
   assert calls == ["dice"]
+  with pytest.raises(ValueError, match="baseline 'x' is not one of"):
+    compare.run_comparison(config, "dice", str(outdir), baseline="x")
+  with pytest.raises(ValueError, match="seeds must be a positive int"):
+    compare.run_comparison(config, "dice", str(outdir), seeds=0)
 
 
 def test_run_state_from_files(tmp_path):
@@ -327,24 +327,27 @@ def test_prediction_grid_volumes_multiclass_and_missing_runs(tmp_path, rng):
       "step": 3,
     }
 
-  runs = {"dice": {"examples": examples()}, "focal": {"examples": None, "status": "diverged"}}
+  runs = {
+    "dice": {0: {"eval": {"examples": examples()}}},
+    "focal": {0: {"eval": None, "status": "diverged"}},
+  }
   path = str(tmp_path / "grid.png")
-  assert compare.plot_prediction_grid(runs, path, class_names=["bg", "a", "b"]) == path
+  assert plots.prediction_grid(runs, path, class_names=["bg", "a", "b"]) == path
   _check_png(path)
-  runs["dice"]["examples"] = None
-  assert compare.plot_prediction_grid(runs, str(tmp_path / "none.png"), class_names="ab") is None
+  runs["dice"][0]["eval"] = None
+  assert plots.prediction_grid(runs, str(tmp_path / "none.png"), class_names="ab") is None
   assert not (tmp_path / "none.png").exists()
 
 
 def test_figures_are_labelled_and_show_negative_losses(monkeypatch, tmp_path):
   figures = []
-  make = compare._figure
+  make = plots._figure
 
   def recording(*args, **kwargs):
     figures.append(make(*args, **kwargs))
     return figures[-1]
 
-  monkeypatch.setattr(compare, "_figure", recording)
+  monkeypatch.setattr(plots, "_figure", recording)
   curves = {
     "dice": {"train_step": [1, 2], "train_loss": [0.9, 0.5], "val_step": [2], "val_dice": [0.6]},
     # The boundary loss is negative near its optimum: a log axis would drop it.
@@ -355,8 +358,10 @@ def test_figures_are_labelled_and_show_negative_losses(monkeypatch, tmp_path):
       "val_dice": [0.4],
     },
   }
-  compare.plot_learning_curves(
-    {k: {"curves": v} for k, v in curves.items()}, str(tmp_path / "c.png"), title="t"
+  plots.learning_curves(
+    {k: {0: {"curves": v}, 1: {"curves": v}} for k, v in curves.items()},
+    str(tmp_path / "c.png"),
+    title="t",
   )
   ax_loss, ax_dice = figures[-1].axes
   assert ax_loss.get_yscale() == "symlog" and "symmetric log" in ax_loss.get_ylabel()
@@ -364,7 +369,7 @@ def test_figures_are_labelled_and_show_negative_losses(monkeypatch, tmp_path):
   for ax in (ax_loss, ax_dice):
     assert ax.get_title() and ax.get_xlabel() and ax.get_ylabel()
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["dice", "boundary"]
-  compare.plot_learning_curves({"dice": {"curves": curves["dice"]}}, str(tmp_path / "d.png"))
+  plots.learning_curves({"dice": {0: {"curves": curves["dice"]}}}, str(tmp_path / "d.png"))
   assert figures[-1].axes[0].get_yscale() == "log"
 
   rng = np.random.default_rng(0)
@@ -373,8 +378,8 @@ def test_figures_are_labelled_and_show_negative_losses(monkeypatch, tmp_path):
     "label": rng.integers(0, 2, (2, 8, 8)),
     "pred": rng.integers(0, 2, (2, 8, 8)),
   }
-  compare.plot_prediction_grid(
-    {"dice": {"examples": examples}, "focal": {"examples": examples}},
+  plots.prediction_grid(
+    {"dice": {0: {"eval": {"examples": examples}}}, "focal": {0: {"eval": {"examples": examples}}}},
     str(tmp_path / "g.png"),
     class_names=("background", "shape"),
     title="t",

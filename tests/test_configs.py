@@ -12,7 +12,8 @@ import pytest
 from absl import flags
 from ml_collections import config_flags
 
-from seg_jax import losses, train_config
+from seg_jax import losses
+from seg_jax.training import config as train_config
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 CONFIGS = ROOT / "configs"
@@ -207,7 +208,7 @@ def test_inconsistent_values(edit, pattern):
 def test_bad_loss_option_values_are_caught_before_training(name, options, pattern):
   # validate() checks the option names; the values are checked by tracing the loss (no data
   # built, nothing compiled), which the trainer does before initialising the model.
-  from seg_jax import train_config
+  from seg_jax.training import config as train_config
 
   config = _default()
   config.loss.name = name
@@ -218,7 +219,7 @@ def test_bad_loss_option_values_are_caught_before_training(name, options, patter
 
 
 def test_default_cpu_device_count_divides_the_batch():
-  from seg_jax import devices
+  from seg_jax.training import devices
 
   assert devices.cpu_device_count(-1, (16, 0), cores=2) == 2
   assert devices.cpu_device_count(-1, (16, 16), cores=6) == 4

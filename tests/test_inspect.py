@@ -329,6 +329,12 @@ def test_docs_carry_the_measured_comparison():
     assert f"--config.data.config={kind}" in section
   rows = [line for line in section.splitlines() if line.startswith("| `")]
   assert len(rows) >= 8  # Every loss on both data sets.
+  # The flagged collapse, measured with the seeds protocol: command, verdict, table with CIs.
+  demo = text.split("### A collapse, flagged", 1)[1].split("\n## ", 1)[0]
+  assert "MEASURED_DEMO" not in demo
+  assert "python -m seg_jax.compare" in demo and "--seeds=3" in demo
+  assert "collapsed" in demo and "Significantly below it" in demo
+  assert sum(line.startswith("| ") and "[" in line for line in demo.splitlines()) >= 2
 
 
 # ---------------------------------------------------------------------------------------------

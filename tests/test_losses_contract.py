@@ -12,6 +12,7 @@ shared by most tests; the error tests only trace (``jax.eval_shape``).
 """
 
 import functools
+import re
 import subprocess
 import sys
 
@@ -417,3 +418,39 @@ def test_bad_input_raises_naming_argument_and_shapes(name, case):
   msg = str(e.value)
   for s in expected:
     assert s in msg, f"{name}/{case}: {s!r} not in error message: {msg}"
+
+
+# ---------------------------------------------------------------- non-finite logits, checked mode
+@functools.cache
+def _nan_programs(name):
+  """``(vmapped plain loss, checked loss)``, both jitted, with the mask as an argument."""
+  fn = losses.get(name)
+  plain = jax.jit(jax.vmap(lambda x, y, m: fn(x, y, mask=m), in_axes=(0, None, None)))
+  checked = losses.checked(fn)
+  return plain, jax.jit(lambda x, y, m: checked(x, y, mask=m))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_nan_logits_give_nan_and_checked_mode_raises(name):
+  # A user's loop watching the loss must see NaN, never the optimum (dice and tversky gave 0.0).
+  x, y, m = _case(shape=(2, 8, 8, 3), seed=12)
+  one = x.copy()
+  one[0, 1, 2, 0] = np.nan
+  plain, checked = _nan_programs(name)
+  values = np.asarray(plain(np.stack([x, one, np.full_like(x, np.nan)]), y, m))
+  assert np.isfinite(values[0]), values
+  assert np.isnan(values[1]) and np.isnan(values[2]), f"{name}: NaN logits gave {values[1:]}"
+  # Checked: same value on valid inputs, an error naming the value and range otherwise.
+  _close(checked(x, y, m), values[0], rtol=1e-6)
+  bad = y.copy()
+  bad[1, 0, :2] = 255
+  negative = m.copy()
+  negative[0, 0, 0] = -1.0
+  cases = {
+    "logits hold nan, valid values are finite (1 of 384 entries are not)": (one, y, m),
+    "labels hold 255, valid range [0, 3) (ignore_index=None; 2 of 128 pixels": (x, bad, m),
+    "mask holds -1.0, valid weights are finite and >= 0 (1 of 128 pixels": (x, y, negative),
+  }
+  for message, args in cases.items():
+    with pytest.raises(jax.errors.JaxRuntimeError, match=re.escape(message)):
+      checked(*args).block_until_ready()

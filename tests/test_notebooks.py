@@ -160,7 +160,8 @@ def test_notebook_runs(name, tmp_path, kernel_env):
     for kind in ("balanced", "imbalanced"):
       assert (work_dir / kind / "report.md").is_file(), kind
       for loss in ("cross_entropy", "focal", "dice"):
-        assert (work_dir / kind / loss / "metrics.jsonl").is_file(), (kind, loss)
+        for seed in (0, 1):  # Two seeds per loss in SMALL mode.
+          assert (work_dir / kind / loss / f"seed{seed}" / "metrics.jsonl").is_file(), (kind, loss)
 
 
 @pytest.mark.slow

@@ -18,8 +18,8 @@ from PIL import Image
 
 from seg_jax import data as seg_data
 from seg_jax import train
-from seg_jax.checkpoint import Checkpointer
-from seg_jax.logging_utils import MetricWriter, read_metrics
+from seg_jax.training.checkpoint import Checkpointer
+from seg_jax.training.outputs import MetricWriter, read_metrics
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
@@ -82,7 +82,8 @@ def predict_split(config, workdir, split, step):
 
 
 def test_train_and_evaluate_outputs(data_dir, tmp_path, capsys):
-  config = runlocal(data_dir, eval_batch_size=16, progress_bar=True)
+  # The first 4 of the 8 steps are checked, the others not: both steps run.
+  config = runlocal(data_dir, eval_batch_size=16, progress_bar=True, check_inputs_steps=4)
   config.data.synthetic.num_validation = 20  # 2 eval batches of 16, the second padded.
   workdir = tmp_path / "run"
   final = train.train_and_evaluate(config, str(workdir))
@@ -261,3 +262,44 @@ def test_bfloat16_model_trains(data_dir, tmp_path):
   assert len(losses_) == 6 and np.isfinite(losses_).all()
   assert losses_[-1] < losses_[0]
   assert 0.0 <= final["dice_mean"] <= 1.0
+
+
+def _folder_with_255(root, rng, n=10):
+  """An image folder of n 16x16 RGB images with 3-class masks that also hold 255 (a border
+  value that the run's loss was not told to ignore)."""
+  for sub in ("images", "masks"):
+    os.makedirs(root / sub, exist_ok=True)
+  for i in range(n):
+    mask = rng.integers(0, 3, (16, 16), dtype=np.uint8)
+    mask[0, :4] = 255
+    Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(
+      root / "images" / f"im{i:02d}.png"
+    )
+    Image.fromarray(mask).save(root / "masks" / f"im{i:02d}.png")
+
+
+def test_labels_outside_the_classes_stop_training_before_any_checkpoint(tmp_path, rng):
+  # The folder declares 255 as its ignore value, so the data pipeline passes it; the loss has no
+  # ignore_index. The checked first steps stop the run, naming the value and the valid range,
+  # and so do the checked evaluation batches when the training steps are not checked.
+  _folder_with_255(tmp_path / "folder", rng)
+  config = runlocal(
+    tmp_path / "tfds", steps=2, warmup_steps=1, eval_every=2, checkpoint_every=1, log_every=1
+  )
+  config.data.name = "image_folder"
+  config.data.folder.path = str(tmp_path / "folder")
+  config.data.folder.num_classes = 3
+  config.data.folder.ignore_index = 255
+  # Counted per device: each of the 8 devices holds one image of 16x16 pixels.
+  expected = r"labels hold 255, valid range \[0, 3\) \(ignore_index=None; 4 of 256 pixels"
+  hint = r".*set config\.loss\.options\.ignore_index=255"
+  # Unchecked training steps: the evaluation at step 2 fails before that step's checkpoint.
+  cases = ((10, 1, "at training step 1"), (0, 0, "on a validation batch"))
+  for steps_checked, checkpoint_every, where in cases:
+    config.train.check_inputs_steps = steps_checked
+    config.train.checkpoint_every = checkpoint_every
+    workdir = tmp_path / f"run{steps_checked}"
+    with pytest.raises(ValueError, match=f"Input check failed {where}: .*{expected}{hint}"):
+      train.train_and_evaluate(config, str(workdir))
+    written = [p for p in (workdir / "checkpoints").rglob("*") if p.is_file()]
+    assert not written, written

@@ -27,7 +27,7 @@ from test_train_parallel import final_params
 
 from seg_jax import data as seg_data
 from seg_jax import train
-from seg_jax.logging_utils import read_metrics
+from seg_jax.training.outputs import read_metrics
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 STEPS = 40

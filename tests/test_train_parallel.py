@@ -10,8 +10,8 @@ import pytest
 
 from seg_jax import data as seg_data
 from seg_jax import train
-from seg_jax.checkpoint import Checkpointer
-from seg_jax.logging_utils import read_metrics
+from seg_jax.training.checkpoint import Checkpointer
+from seg_jax.training.outputs import read_metrics
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -76,6 +76,9 @@ def test_eight_devices_match_one_device(tmp_path, norm, deep_supervision):
   config.model.deep_supervision = deep_supervision
   runs = {}
   for n in (8, 1):
+    # The 8-device run checks its first 2 steps' inputs (losses.checked), the other does not: the
+    # checked step computes the same update as the plain one.
+    config.train.check_inputs_steps = 2 if n == 8 else 0
     workdir = str(tmp_path / f"devices{n}")
     mesh = train.make_mesh(jax.devices()[:n])
     final = train.train_and_evaluate(config, workdir, mesh=mesh)

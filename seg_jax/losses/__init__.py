@@ -4,12 +4,14 @@ Every loss is a pure function ``name(logits, labels, *, options) -> jax.Array`` 
 inputs ``(batch, *spatial, channels)`` with 1-3 spatial dims; see :mod:`seg_jax.losses._common`
 for the shared conventions (modes, labels, masks, ``ignore_index``, reductions, ``axis_name``).
 Configs pick a loss by registry name: ``get(name, **options)`` binds options, ``names()`` lists
-them.
+them. ``checked(loss_fn)`` is the same loss raising on bad input values (labels out of range,
+non-finite logits, negative mask weights), from inside ``jit`` too.
 
 This package imports only jax, numpy and chex.
 """
 
 from seg_jax.losses.boundary import boundary_loss, hausdorff_dt_loss
+from seg_jax.losses.checks import checked, checkified
 from seg_jax.losses.cldice import cldice_loss, soft_skeleton
 from seg_jax.losses.compound import (
   combine,
@@ -42,6 +44,8 @@ __all__ = [
   "boundary_distance_map",
   "boundary_loss",
   "check_labels",
+  "checked",
+  "checkified",
   "cldice_loss",
   "combine",
   "cross_entropy",

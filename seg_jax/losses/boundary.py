@@ -9,6 +9,7 @@ The maps carry no gradient.
 
 from __future__ import annotations
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -20,6 +21,7 @@ from seg_jax.losses._common import (
   prepare,
   probabilities,
   reduce_pixels,
+  require,
   safe_divide,
 )
 from seg_jax.losses.distance import boundary_distance_map, signed_distance_map
@@ -47,12 +49,15 @@ def _given_maps(
   distances) negative entries are set to 0 as well.
   """
   shape = tuple(np.shape(distance_maps))
-  if shape != tuple(logits_shape):
-    raise ValueError(
-      f"{loss}: distance_maps must have the shape of logits {tuple(logits_shape)} (one map per "
-      f"channel), got distance_maps of shape {shape}."
-    )
+  require(
+    chex.assert_shape,
+    distance_maps,
+    tuple(logits_shape),
+    message=f"{loss}: distance_maps must have the shape of logits {tuple(logits_shape)} (one map "
+    f"per channel), got distance_maps of shape {shape}.",
+  )
   dtype = jnp.result_type(distance_maps)
+  # Not chex.assert_type: it takes one expected type, and both floats and integers are valid.
   if not (jnp.issubdtype(dtype, jnp.floating) or jnp.issubdtype(dtype, jnp.integer)):
     raise TypeError(f"{loss}: distance_maps must be real numbers, got dtype {dtype}.")
   maps = jnp.asarray(distance_maps, jnp.float32)[..., sel]

@@ -22,11 +22,13 @@ import inspect
 import math
 from collections.abc import Callable, Mapping, Sequence
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from seg_jax.losses import registry
+from seg_jax.losses._common import require
 from seg_jax.losses.boundary import boundary_loss, hausdorff_dt_loss
 from seg_jax.losses.cross_entropy import cross_entropy
 from seg_jax.losses.dice import dice_loss
@@ -830,11 +832,13 @@ def deep_supervision(
     shapes = [tuple(np.shape(o)) for o in outputs]
     first = shapes[0]
     for i, s in enumerate(shapes):
-      if len(s) != len(first) or s[0] != first[0] or s[-1] != first[-1]:
-        raise ValueError(
-          f"{where}: outputs[{i}] has shape {s} but outputs[0] has shape {first}; all outputs "
-          "need the same rank, batch and channels."
-        )
+      message = (
+        f"{where}: outputs[{i}] has shape {s} but outputs[0] has shape {first}; all outputs "
+        "need the same rank, batch and channels."
+      )
+      require(chex.assert_rank, outputs[i], len(first), message=message)
+      for axis in (0, -1):
+        require(chex.assert_axis_dimension, outputs[i], axis, first[axis], message=message)
     if len(first) < 3:
       raise ValueError(
         f"{where}: outputs must be (batch, *spatial, channels), got outputs[0] of shape {first}."
@@ -860,10 +864,13 @@ def deep_supervision(
           f"got labels of shape {yshape} for outputs[0] of shape {first}."
         )
       dense = len(yshape) == d + 2
-      if mask is not None and tuple(np.shape(mask)) != yshape[: d + 1]:
-        raise ValueError(
-          f"{where}: mask must have the labels' (batch, *spatial) shape {yshape[: d + 1]}, got "
-          f"mask of shape {tuple(np.shape(mask))}."
+      if mask is not None:
+        require(
+          chex.assert_shape,
+          mask,
+          yshape[: d + 1],
+          message=f"{where}: mask must have the labels' (batch, *spatial) shape "
+          f"{yshape[: d + 1]}, got mask of shape {tuple(np.shape(mask))}.",
         )
       full = yshape[1 : d + 1]
       scaled = []

@@ -1,4 +1,5 @@
-"""Eager validation of integer label maps (losses cannot raise inside jit)."""
+"""Eager validation of integer label maps (on the host; :func:`seg_jax.losses.checked` checks
+inside jit)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ import numpy as np
 def check_labels(labels, num_classes: int, ignore_index: int | None = None) -> None:
   """Raises ValueError if an integer class map holds a value outside ``[0, num_classes)``.
 
-  Inside a jitted loss such labels cannot raise: they are treated as ignored pixels (weight 0),
-  so they never produce NaN but silently drop out. Call this eagerly on host data to catch them.
+  The plain losses treat such labels as ignored pixels (weight 0), so they never produce NaN but
+  silently drop out; :func:`seg_jax.losses.checked` raises on them from inside ``jit``. Call
+  this eagerly on host data to catch them before any loss runs.
 
   Args:
     labels: integer array-like class map (any shape).

@@ -25,10 +25,11 @@ def tversky_index(inter, pred, target, *, alpha, beta, smooth) -> jax.Array:
 
 
 def _safe_power(base: jax.Array, exponent) -> jax.Array:
-  """``max(base, 0) ** exponent`` with a finite gradient (0) at ``base == 0``."""
-  base = jnp.maximum(base, 0.0)
-  pos = base > 0
-  return jnp.where(pos, jnp.where(pos, base, 1.0) ** exponent, 0.0)
+  """``max(base, 0) ** exponent`` with a finite gradient (0) at ``base == 0``; NaN stays NaN."""
+  # Tested as ``base <= 0`` (not ``base > 0``) so that a NaN base is powered, giving NaN, instead
+  # of being replaced by 0, the loss's optimum.
+  zero = base <= 0
+  return jnp.where(zero, 0.0, jnp.where(zero, 1.0, base) ** exponent)
 
 
 def _check_alpha_beta(alpha, beta, *, loss: str) -> None:

@@ -10,9 +10,10 @@ A training run is described by one ``ml_collections.ConfigDict`` with four secti
 * ``train``: optimisation, evaluation, checkpointing and logging (fields below).
 
 ``configs/default.py`` returns :func:`default_config`; the per-loss files in ``configs/`` change
-the loss and nothing else. :func:`validate` is called by :func:`seg_jax.train.train_and_evaluate`
-before anything is built, so a misspelt field, a value of the wrong type or an unknown loss or
-data set name fails at once with a message that names the field.
+the loss and nothing else. :func:`validate` is called by
+:func:`seg_jax.training.loop.train_and_evaluate` before anything is built, so a misspelt field, a
+value of the wrong type or an unknown loss or data set name fails at once with a message that
+names the field.
 
 ``train`` fields:
   steps: optimisation steps in total.
@@ -40,6 +41,11 @@ data set name fails at once with a message that names the field.
   async_checkpoints: write checkpoints in the background (orbax async saves).
   num_plot_examples: validation examples drawn in ``predictions.png`` at the end (0: no PNG).
   progress_bar: show a tqdm progress bar (process 0).
+  check_inputs_steps: the first steps of a run (also of a resumed one) use the checked loss
+    (:func:`seg_jax.losses.checked`): labels outside the classes (other than the loss's
+    ``ignore_index``), non-finite model outputs and bad mask weights stop training with an error
+    naming the value and the valid range, before any checkpoint of the run is written. Later
+    steps use the unchecked step (0: never checked). Every evaluation batch is checked too.
 """
 
 from __future__ import annotations
@@ -69,6 +75,7 @@ RESUME_SAFE_FIELDS = (
   "train.keep_checkpoints",
   "train.async_checkpoints",
   "train.num_plot_examples",
+  "train.check_inputs_steps",
   "data.data_dir",
   "data.num_threads",
   "data.prefetch",
@@ -128,6 +135,7 @@ def default_config() -> ml_collections.ConfigDict:
   t.async_checkpoints = True
   t.num_plot_examples = 6
   t.progress_bar = True
+  t.check_inputs_steps = 10
   return c
 
 
@@ -180,7 +188,7 @@ def _check_fields(path: str, config, reference) -> None:
       )
   for key in sorted(valid):
     if key not in config:
-      raise ValueError(f"config.{path}.{key} is missing (see seg_jax.train_config).")
+      raise ValueError(f"config.{path}.{key} is missing (see seg_jax.training.config).")
     ref, value = reference[key], config[key]
     if isinstance(ref, ml_collections.ConfigDict):
       _check_fields(f"{path}.{key}", value, ref)
@@ -226,6 +234,18 @@ def validate(config: ml_collections.ConfigDict) -> None:
     ValueError: unknown or missing field, unknown loss/data set name, value out of range.
     TypeError: a value of the wrong type, or a loss option the loss does not have.
   """
+  reference = _check_sections(config)
+  _check_loss(config)
+  _check_fields("model", config.model, reference.model)
+  _check_fields("train", config.train, reference.train)
+  _check_fields("data", config.data, reference.data)
+  _check_model(config.model)
+  _check_train(config.train)
+  _check_data(config.data, config.model)
+
+
+def _check_sections(config) -> ml_collections.ConfigDict:
+  """The config is a ConfigDict with exactly the sections of the default; returns the default."""
   if not isinstance(config, ml_collections.ConfigDict):
     raise TypeError(f"config must be an ml_collections.ConfigDict, got {_type_name(config)}.")
   reference = default_config()
@@ -238,9 +258,13 @@ def validate(config: ml_collections.ConfigDict) -> None:
       )
   for key in sorted(sections):
     if key not in config:
-      raise ValueError(f"config.{key} is missing (see seg_jax.train_config.default_config()).")
+      raise ValueError(f"config.{key} is missing (see seg_jax.training.config.default_config()).")
+  return reference
 
-  # loss: name and options (the options' names depend on the loss, so they are checked by it).
+
+def _check_loss(config) -> None:
+  """The loss name is registered; the options are options of it, none set by the trainer."""
+  # The options' names depend on the loss, so they are checked by it.
   loss = config.loss
   if not isinstance(loss, ml_collections.ConfigDict) or set(loss.keys()) != {"name", "options"}:
     keys = sorted(loss.keys()) if isinstance(loss, ml_collections.ConfigDict) else loss
@@ -265,11 +289,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
   except TypeError as err:
     raise TypeError(f"config.loss.options: {err}") from None
 
-  _check_fields("model", config.model, reference.model)
-  _check_fields("train", config.train, reference.train)
-  _check_fields("data", config.data, reference.data)
 
-  m = config.model
+def _check_model(m) -> None:
   _check_positive("model.features", m.features)
   _check_positive("model.depth", m.depth)
   _check_positive("model.num_groups", m.num_groups)
@@ -287,7 +308,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
       "decoder level, finest first)."
     )
 
-  t = config.train
+
+def _check_train(t) -> None:
   for name in ("steps", "batch_size", "learning_rate", "log_every", "keep_checkpoints"):
     _check_positive(f"train.{name}", t[name])
   for name in (
@@ -299,6 +321,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     "eval_every",
     "checkpoint_every",
     "num_plot_examples",
+    "check_inputs_steps",
     "seed",
     "eps",
   ):
@@ -317,7 +340,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if not 0 <= t.seed < 2**31:
     raise ValueError(f"config.train.seed must be in [0, 2**31), got {t.seed}.")
 
-  d = config.data
+
+def _check_data(d, m) -> None:
   if d.name not in seg_data.names():
     raise ValueError(
       f"config.data.name: unknown data set {d.name!r}.{_suggest(d.name, seg_data.names())} "

@@ -9,10 +9,13 @@ r"""What a training run writes to its workdir: metrics.jsonl, TensorBoard events
   by tensorboardX (no TensorFlow needed).
 * ``config.json``: the resolved configuration.
 * ``predictions.png``: validation examples, one row each: image | truth | prediction.
+* The console (process 0): :func:`echo` and :func:`summary` lines.
 
-Only process 0 writes (:class:`MetricWriter` is inert elsewhere). On resume from step ``r``,
-records after ``r`` (written by the interrupted run after its last checkpoint) are dropped
-from ``metrics.jsonl`` and TensorBoard, since the resumed run writes them again.
+TensorBoard events come from tensorboardX rather than ``clu.metric_writers``: clu's TensorBoard
+writer imports TensorFlow (its other one, PyTorch), and clu has no purge of the events after a
+resumed step. Only process 0 writes (:class:`MetricWriter` is inert elsewhere). On resume from
+step ``r``, records after ``r`` (written by the interrupted run after its last checkpoint) are
+dropped from ``metrics.jsonl`` and TensorBoard, since the resumed run writes them again.
 """
 
 from __future__ import annotations
@@ -217,3 +220,21 @@ def save_predictions_png(
     fig.suptitle(title)
   fig.savefig(path, dpi=80)
   return path
+
+
+def echo(message: str, *, pbar=None) -> None:
+  """Prints ``message`` on process 0 (through the progress bar when there is one)."""
+  import jax
+
+  if jax.process_index() != 0:
+    return
+  if pbar is not None and not pbar.disable:
+    pbar.write(message)
+  else:
+    print(message, flush=True)
+
+
+def summary(split: str, step: int, m: Mapping) -> str:
+  """The console line of an evaluation."""
+  keys = [k for k in ("dice_mean", "iou_mean", "precision_mean", "recall_mean", "hd95") if k in m]
+  return f"step {step} {split}: " + ", ".join(f"{k}={m[k]:.4f}" for k in keys)

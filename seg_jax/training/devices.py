@@ -1,17 +1,45 @@
-"""How many XLA CPU devices a CPU-only run creates (the ``--cpu_devices`` flag of ``launch.py``
-and ``seg_jax.compare``).
+"""The devices of a run: the ``'data'`` mesh, host copies of global arrays, and how many XLA
+CPU devices a CPU-only run creates (the ``--cpu_devices`` flag of ``launch.py`` and
+``seg_jax.compare``).
+
+All devices of all processes form a 1-D mesh with axis ``AXIS = 'data'`` (:func:`make_mesh`, Auto
+axis type); the state is replicated over it and batches are split along their first axis.
 
 On a machine without an accelerator, JAX gives one CPU device by default, and the data-parallel
 step then uses one core for the convolutions' batch dimension. Creating one CPU device per core
 lets the ``'data'`` mesh use them all; the count must divide the global batch, so the default
 picks the largest count that does and is at most the number of cores this process may run on.
-The setting only affects the CPU backend: on GPU or TPU hosts it changes nothing.
+The setting only affects the CPU backend: on GPU or TPU hosts it changes nothing. JAX is imported
+inside the functions, so that importing this module before :func:`setup_cpu_devices` is cheap.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterable
+
+import numpy as np
+
+AXIS = "data"
+
+
+def make_mesh(devices=None):
+  """A 1-D ``'data'`` mesh over ``devices`` (default: every device of every process)."""
+  import jax
+  from jax.sharding import Mesh
+
+  devices = jax.devices() if devices is None else list(devices)
+  return Mesh(np.array(devices), (AXIS,))
+
+
+def to_host(x) -> np.ndarray:
+  """A global array as one NumPy array on every process."""
+  import jax
+  from jax.experimental import multihost_utils
+
+  if jax.process_count() == 1:
+    return np.asarray(x)
+  return np.asarray(multihost_utils.process_allgather(x, tiled=True))
 
 
 def available_cores() -> int:

@@ -15,16 +15,21 @@ r"""Checkpoints of the training state with orbax: latest-K plus the best by vali
 
 A checkpoint is written to a temporary directory and renamed when complete, so a process killed
 mid-save leaves the previous checkpoints intact and the partial one is ignored.
+
+:class:`Preemption` notices SIGTERM, after which the loop saves a checkpoint and returns.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import signal
+import threading
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
 from orbax.checkpoint import checkpoint_managers as ocm
 
 PyTree = Any
@@ -159,3 +164,38 @@ class Checkpointer:
     """Waits for pending saves and releases the manager."""
     self.manager.wait_until_finished()
     self.manager.close()
+
+
+class Preemption:
+  """Notices SIGTERM: a local signal handler (one process) or JAX's preemption sync point
+  (several processes, where the JAX runtime catches the signal and agrees on a step).
+
+  Kept beside orbax rather than replaced by ``CheckpointManager.reached_preemption``, which only
+  knows the sync point: a single process (the CPU and one-GPU case) needs the signal handler.
+  """
+
+  def __init__(self):
+    self.flag = False
+    self._previous = None
+    if jax.process_count() == 1 and threading.current_thread() is threading.main_thread():
+      self._previous = signal.signal(signal.SIGTERM, self._handler)
+
+  def _handler(self, signum, frame):
+    self.flag = True
+
+  def reached(self, step: int) -> bool:
+    """Whether the run should save at ``step`` and stop."""
+    if self.flag:
+      return True
+    if jax.process_count() > 1:
+      try:
+        return multihost_utils.reached_preemption_sync_point(step)
+      except RuntimeError:  # The preemption service is disabled.
+        return False
+    return False
+
+  def close(self):
+    """Restores the previous SIGTERM handler."""
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
+      self._previous = None

@@ -1,0 +1,147 @@
+r"""Seeds of one loss as one program (``jax.vmap`` over stacked parameters) vs. in turn.
+
+``compare`` trains every loss with several seeds. This script times, in one process, the two
+ways of training ``N`` seeds of one loss with the default U-Net: ``N`` separate train steps
+called in turn (what ``compare`` does), and one ``jax.jit(jax.vmap(step))`` over the ``N``
+parameter sets and ``N`` batches stacked on a leading axis. Both run the same per-seed step
+(forward, loss, gradient, AdamW update) on one device; the ratio says whether the vmapped
+program is worth its complexity on this machine.
+
+Run it with::
+
+  python benchmarks/seeds.py                      # default model, N = 3
+  python benchmarks/seeds.py --seeds=2 --quick    # tiny shapes, for the test
+
+It prints a table and writes ``benchmarks/results/seeds.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from seg_jax import losses, machine, train  # noqa: E402
+from seg_jax.training import config as train_config  # noqa: E402
+
+
+def _setup(quick: bool, num_seeds: int, loss_name: str):
+  config = train_config.default_config()
+  if quick:
+    config.model.features, config.model.depth, config.model.num_groups = 4, 2, 2
+    config.data.image_size, config.train.batch_size = 16, 4
+  size, batch = config.data.image_size, config.train.batch_size
+  model = train.build_model(config, 2)
+  loss_fn = losses.get(loss_name)
+  tx = optax.adamw(1e-3)
+  shape = (batch, size, size, 3)
+
+  def init(key):
+    params = model.init(key, jnp.zeros(shape), train=False)["params"]
+    return params, tx.init(params)
+
+  def step(params, opt_state, images, labels):
+    def f(p):
+      return loss_fn(model.apply({"params": p}, images, train=True), labels)
+
+    loss, grads = jax.value_and_grad(f)(params)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, loss
+
+  keys = jax.random.split(jax.random.key(0), num_seeds)
+  rng = np.random.default_rng(0)
+  images = jnp.asarray(rng.normal(size=(num_seeds, *shape)), jnp.float32)
+  labels = jnp.asarray(rng.integers(0, 2, (num_seeds, batch, size, size)), jnp.int32)
+  return config, init, step, keys, images, labels
+
+
+def _time(fn, repeats: int) -> float:
+  fn()  # Compilation and warm-up, not timed.
+  times = []
+  for _ in range(repeats):
+    tic = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - tic)
+  return float(np.median(times))
+
+
+def measure(num_seeds: int, quick: bool, repeats: int, loss_name: str) -> dict:
+  config, init, step, keys, images, labels = _setup(quick, num_seeds, loss_name)
+  states = [jax.jit(init)(k) for k in keys]
+  one = jax.jit(step)
+
+  def in_turn():
+    out = None
+    for s in range(num_seeds):
+      out = one(*states[s], images[s], labels[s])
+    jax.block_until_ready(out)
+
+  stacked = jax.jit(jax.vmap(init))(keys)
+  many = jax.jit(jax.vmap(step))
+
+  def vmapped():
+    jax.block_until_ready(many(*stacked, images, labels))
+
+  t_turn, t_vmap = _time(in_turn, repeats), _time(vmapped, repeats)
+  # The two ways compute the same thing: the losses of one step agree to float32 rounding.
+  turn_losses = [float(one(*states[s], images[s], labels[s])[2]) for s in range(num_seeds)]
+  vmap_losses = [float(x) for x in many(*stacked, images, labels)[2]]
+  return {
+    "seeds": num_seeds,
+    "loss": loss_name,
+    "model": {
+      "features": config.model.features,
+      "depth": config.model.depth,
+      "norm": config.model.norm,
+      "image_size": config.data.image_size,
+      "batch_size": config.train.batch_size,
+    },
+    "in_turn_s": t_turn,
+    "vmapped_s": t_vmap,
+    "vmapped_over_in_turn": t_vmap / t_turn,
+    "losses_in_turn": turn_losses,
+    "losses_vmapped": vmap_losses,
+    "device": f"{jax.device_count()} x {jax.devices()[0].platform}",
+  }
+
+
+def main(argv=None) -> dict:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser.add_argument("--seeds", type=int, default=3)
+  parser.add_argument("--repeats", type=int, default=5)
+  parser.add_argument("--loss", default="dice_ce")
+  parser.add_argument("--quick", action="store_true", help="tiny shapes (for the test)")
+  parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
+  args = parser.parse_args(argv)
+  result = measure(args.seeds, args.quick, args.repeats, args.loss)
+  result["machine"] = machine.machine_info()
+  m = result["model"]
+  print(
+    f"{args.seeds} seeds of {args.loss}, U-Net {m['features']}x{m['depth']} {m['norm']}, "
+    f"batch {m['batch_size']} at {m['image_size']}^2, {result['device']}:"
+  )
+  print("| way | time for one step of every seed (s) | ratio |")
+  print("|---|---:|---:|")
+  print(f"| in turn (compare's default) | {result['in_turn_s']:.3f} | 1.00 |")
+  print(
+    f"| one vmapped program | {result['vmapped_s']:.3f} | {result['vmapped_over_in_turn']:.2f} |"
+  )
+  os.makedirs(args.out, exist_ok=True)
+  name = "seeds_quick.json" if args.quick else "seeds.json"
+  with open(os.path.join(args.out, name), "w") as f:
+    json.dump(result, f, indent=2)
+    f.write("\n")
+  return result
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,133 @@
+"""The training state and what it is made from: the model, the optimizer, the initialisation.
+
+:class:`TrainState` holds everything a step changes (parameters, batch statistics, optimizer
+state, step count), replicated over the ``'data'`` mesh. :func:`init_state` creates a fresh one;
+:func:`abstract_state` gives its structure (the restore target of a checkpoint) without running
+anything.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from seg_jax.models import UNet
+from seg_jax.training import config as train_config
+from seg_jax.training.devices import AXIS
+
+PyTree = Any
+
+
+@flax.struct.dataclass
+class TrainState:
+  """Everything a step changes (all replicated over the mesh).
+
+  Attributes:
+    step: number of optimisation steps taken (int32 scalar).
+    params: model parameters.
+    batch_stats: batch-norm running statistics (empty unless ``model.norm == 'batch'``).
+    opt_state: optax optimizer state.
+  """
+
+  step: jax.Array
+  params: PyTree
+  batch_stats: PyTree
+  opt_state: PyTree
+
+
+def build_model(config: ml_collections.ConfigDict, num_classes: int) -> UNet:
+  """The U-Net of ``config.model`` for data with ``num_classes`` classes."""
+  m = config.model
+  norm = None if m.norm == "none" else m.norm
+  return UNet(
+    num_classes=train_config.output_channels(config, num_classes),
+    features=m.features,
+    depth=m.depth,
+    norm=norm,
+    num_groups=m.num_groups,
+    axis_name=AXIS if norm == "batch" else None,
+    dtype=jnp.bfloat16 if m.dtype == "bfloat16" else jnp.float32,
+    deep_supervision=m.deep_supervision,
+  )
+
+
+def make_optimizer(t: ml_collections.ConfigDict):
+  """``(optax transformation, learning-rate schedule)`` from ``config.train``."""
+  if t.schedule == "cosine":
+    schedule = optax.warmup_cosine_decay_schedule(
+      init_value=0.0,
+      peak_value=t.learning_rate,
+      warmup_steps=t.warmup_steps,
+      decay_steps=t.steps,
+      end_value=t.learning_rate * t.final_lr_fraction,
+    )
+  else:
+    schedule = optax.join_schedules(
+      [
+        optax.linear_schedule(0.0, t.learning_rate, max(t.warmup_steps, 1)),
+        optax.constant_schedule(t.learning_rate),
+      ],
+      [t.warmup_steps],
+    )
+  if t.optimizer == "adamw":
+    opt = optax.adamw(schedule, b1=t.b1, b2=t.b2, eps=t.eps, weight_decay=t.weight_decay)
+  elif t.optimizer == "adam":
+    opt = optax.adam(schedule, b1=t.b1, b2=t.b2, eps=t.eps)
+  else:
+    opt = optax.sgd(schedule, momentum=t.momentum or None)
+    if t.weight_decay > 0:
+      opt = optax.chain(optax.add_decayed_weights(t.weight_decay), opt)
+  parts = [optax.clip_by_global_norm(t.grad_clip_norm)] if t.grad_clip_norm > 0 else []
+  return optax.chain(*parts, opt), schedule
+
+
+def _init_fn(model: UNet, tx, input_shape, seed: int):
+  def init():
+    x = jnp.zeros((1, *input_shape), jnp.float32)
+    variables = model.init(jax.random.key(seed), x, train=False)
+    params = variables["params"]
+    return TrainState(
+      step=jnp.zeros((), jnp.int32),
+      params=params,
+      batch_stats=variables.get("batch_stats", {}),
+      opt_state=tx.init(params),
+    )
+
+  return init
+
+
+def init_state(model: UNet, tx, input_shape, mesh: Mesh, seed: int) -> TrainState:
+  """A fresh state, replicated over ``mesh`` (the initialisation runs once, jitted)."""
+  # Runs once: compiling it without LLVM optimisations is several times faster on CPU (the
+  # random initialisers' threefry code is otherwise slow to compile) and costs nothing at run.
+  return jax.jit(
+    _init_fn(model, tx, input_shape, seed),
+    out_shardings=NamedSharding(mesh, P()),
+    compiler_options={"xla_backend_optimization_level": 0},
+  )()
+
+
+def abstract_state(model: UNet, tx, input_shape, mesh: Mesh) -> TrainState:
+  r"""The state's structure as ``jax.ShapeDtypeStruct``\ s replicated over ``mesh``: the
+  restore target of a checkpoint, obtained without running (or compiling) the initialisation."""
+  shapes = jax.eval_shape(_init_fn(model, tx, input_shape, 0))
+  replicated = NamedSharding(mesh, P())
+  return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=replicated), shapes)
+
+
+def apply_model(model: UNet, state: TrainState, params, images, *, train: bool):
+  """Model outputs and the new batch statistics."""
+  variables = {"params": params}
+  if jax.tree.leaves(state.batch_stats):
+    variables["batch_stats"] = state.batch_stats
+    if train:
+      out, updates = model.apply(variables, images, train=True, mutable=["batch_stats"])
+      return out, updates["batch_stats"]
+  return model.apply(variables, images, train=train), state.batch_stats
