@@ -83,3 +83,14 @@ def top_fraction_mean(values, weights, fraction):
   before = np.concatenate([[0.0], np.cumsum(w)[:-1]])
   take = np.clip(k - before, 0.0, w)
   return float((take * v).sum() / k)
+
+
+def semimetric_intersection(p, g, w, axes):
+  """Wang & Blaschko's soft intersection ``(|p|_1 + |g|_1 - |p - g|_1) / 2`` with pixel weights.
+
+  ``p`` and ``g`` are ``(batch, *spatial, C)``, ``w`` is ``(batch, *spatial)``; the weighted
+  L1 norms are summed over ``axes``, giving one value per class (float64).
+  """
+  p, g = np.asarray(p, np.float64), np.asarray(g, np.float64)
+  w = np.asarray(w, np.float64)[..., None]
+  return 0.5 * ((w * p).sum(axes) + (w * g).sum(axes) - (w * np.abs(p - g)).sum(axes))

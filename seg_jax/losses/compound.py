@@ -262,6 +262,7 @@ def dice_ce_loss(
   ignore_empty: bool = False,
   squared: bool = False,
   log: bool = False,
+  soft_labels: bool = False,
   label_smoothing: float = 0.0,
 ) -> jax.Array:
   r"""Dice + cross-entropy, nnU-Net's default loss: ``dice_weight*dice + ce_weight*CE``.
@@ -286,8 +287,8 @@ def dice_ce_loss(
   {standard}
       dice_weight: weight of the dice term (>= 0; 0 skips it).
       ce_weight: weight of the cross-entropy term (>= 0; 0 skips it).
-      include_background, per_image, smooth, ignore_empty, squared, log: dice options, see
-        :func:`seg_jax.losses.dice_loss`.
+      include_background, per_image, smooth, ignore_empty, squared, log, soft_labels: dice options,
+        see :func:`seg_jax.losses.dice_loss`.
       class_weights: optional ``(channels,)`` per-class weights, given to both terms.
       label_smoothing: cross-entropy label smoothing, see :func:`seg_jax.losses.cross_entropy`.
 
@@ -319,6 +320,7 @@ def dice_ce_loss(
     "ignore_empty": ignore_empty,
     "squared": squared,
     "log": log,
+    "soft_labels": soft_labels,
     "label_smoothing": label_smoothing,
   }
   return _preset(
@@ -350,6 +352,7 @@ def dice_focal_loss(
   ignore_empty: bool = False,
   squared: bool = False,
   log: bool = False,
+  soft_labels: bool = False,
   gamma: float = 2.0,
   alpha=None,
 ) -> jax.Array:
@@ -368,8 +371,8 @@ def dice_focal_loss(
   {standard}
       dice_weight: weight of the dice term (>= 0; 0 skips it).
       focal_weight: weight of the focal term (>= 0; 0 skips it).
-      include_background, per_image, smooth, ignore_empty, squared, log: dice options, see
-        :func:`seg_jax.losses.dice_loss`.
+      include_background, per_image, smooth, ignore_empty, squared, log, soft_labels: dice options,
+        see :func:`seg_jax.losses.dice_loss`.
       class_weights: optional ``(channels,)`` per-class weights for the dice class mean.
       gamma, alpha: focal options, see :func:`seg_jax.losses.focal_loss`.
 
@@ -402,6 +405,7 @@ def dice_focal_loss(
     "ignore_empty": ignore_empty,
     "squared": squared,
     "log": log,
+    "soft_labels": soft_labels,
     "gamma": gamma,
     "alpha": alpha,
   }
@@ -434,6 +438,7 @@ def dice_topk_loss(
   ignore_empty: bool = False,
   squared: bool = False,
   log: bool = False,
+  soft_labels: bool = False,
   k: float = 10.0,
   label_smoothing: float = 0.0,
 ) -> jax.Array:
@@ -458,7 +463,7 @@ def dice_topk_loss(
   {standard}
       dice_weight: weight of the dice term (>= 0; 0 skips it).
       topk_weight: weight of the top-k term (>= 0; 0 skips it).
-      include_background, smooth, ignore_empty, squared, log: dice options, see
+      include_background, smooth, ignore_empty, squared, log, soft_labels: dice options, see
         :func:`seg_jax.losses.dice_loss`.
       per_image: statistics per image (dice) and top-k per image, or (False) over the batch.
       class_weights: optional ``(channels,)`` per-class weights, given to both terms.
@@ -501,7 +506,13 @@ _STANDARD_OPTIONS = (
   "axis_name",
   "class_weights",
 )
-_DICE_REGION_OPTIONS = ("include_background", "per_image", "smooth", "ignore_empty")
+_DICE_REGION_OPTIONS = (
+  "include_background",
+  "per_image",
+  "smooth",
+  "ignore_empty",
+  "soft_labels",
+)
 
 
 def _dice_distance(
@@ -555,6 +566,7 @@ def dice_boundary_loss(
   per_image: bool = False,
   smooth: float = 1e-5,
   ignore_empty: bool = False,
+  soft_labels: bool = False,
   distance_maps: jax.Array | None = None,
   sampling=None,
 ) -> jax.Array:
@@ -582,7 +594,7 @@ def dice_boundary_loss(
   {standard}
       dice_weight: weight of the dice term (>= 0; 0 skips it).
       boundary_weight: weight of the boundary term (>= 0; 0 skips it).
-      include_background, per_image, smooth, ignore_empty: dice options, see
+      include_background, per_image, smooth, ignore_empty, soft_labels: dice options, see
         :func:`seg_jax.losses.dice_loss`.
       class_weights: optional ``(channels,)`` per-class weights, given to both terms.
       distance_maps, sampling: boundary options, see :func:`seg_jax.losses.boundary_loss`.
@@ -625,6 +637,7 @@ def dice_hausdorff_loss(
   per_image: bool = False,
   smooth: float = 1e-5,
   ignore_empty: bool = False,
+  soft_labels: bool = False,
   alpha: float = 2.0,
   distance_maps: jax.Array | None = None,
   sampling=None,
@@ -651,7 +664,7 @@ def dice_hausdorff_loss(
   {standard}
       dice_weight: weight of the dice term (>= 0; 0 skips it).
       hausdorff_weight: weight of the Hausdorff term (>= 0; 0 skips it).
-      include_background, per_image, smooth, ignore_empty: dice options, see
+      include_background, per_image, smooth, ignore_empty, soft_labels: dice options, see
         :func:`seg_jax.losses.dice_loss`.
       class_weights: optional ``(channels,)`` per-class weights, given to both terms.
       alpha, distance_maps, sampling: Hausdorff options, see
