@@ -94,3 +94,47 @@ def semimetric_intersection(p, g, w, axes):
   p, g = np.asarray(p, np.float64), np.asarray(g, np.float64)
   w = np.asarray(w, np.float64)[..., None]
   return 0.5 * ((w * p).sum(axes) + (w * g).sum(axes) - (w * np.abs(p - g)).sum(axes))
+
+
+def confusion_counts(p, g, w, axes):
+  """Soft weighted ``(TP, FP, FN, TN)`` per class, summed over ``axes`` (float64).
+
+  ``p``, ``g`` ``(batch, *spatial, C)``; ``w`` ``(batch, *spatial)``.
+  """
+  p, g = np.asarray(p, np.float64), np.asarray(g, np.float64)
+  w = np.asarray(w, np.float64)[..., None]
+  return tuple((w * a * b).sum(axes) for a, b in ((p, g), (p, 1 - g), (1 - p, g), (1 - p, 1 - g)))
+
+
+def mcc(tp, fp, fn, tn):
+  """Matthews correlation coefficient from the four counts (float64, no smoothing)."""
+  return (tp * tn - fp * fn) / np.sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn))
+
+
+def cross_boundary(foreground):
+  """Boundary of a 0/1 ``(batch, *spatial)`` map, by loops over the pixels: a foreground pixel
+  with a face neighbour (+-1 along one spatial axis) that is background or outside the image."""
+  f = np.asarray(foreground, bool)
+  out = np.zeros(f.shape, bool)
+  for idx in np.argwhere(f):
+    for axis in range(1, f.ndim):
+      for step in (-1, 1):
+        j = idx.copy()
+        j[axis] += step
+        if not 0 <= j[axis] < f.shape[axis] or not f[tuple(j)]:
+          out[tuple(idx)] = True
+  return out
+
+
+def boundary_dou_alpha(boundary_count, area, s=1e-5, max_alpha=0.8):
+  """Sun et al.'s alpha: ``min(1 - 2 (C + s) / (S + s), max_alpha)``."""
+  return min(1 - 2 * (boundary_count + s) / (area + s), max_alpha)
+
+
+def boundary_dou(p, g, alpha, s=1e-5):
+  """Boundary DoU of one class with soft sums (Sun et al.'s code; float64):
+  ``(Z + Y - 2 I + s) / (Z + Y - (1 + alpha) I + s)``, ``I = sum p g``, ``Y = sum g^2``,
+  ``Z = sum p^2`` over the given pixels."""
+  p, g = np.asarray(p, np.float64), np.asarray(g, np.float64)
+  i, y, z = (p * g).sum(), (g * g).sum(), (p * p).sum()
+  return (z + y - 2 * i + s) / (z + y - (1 + alpha) * i + s)

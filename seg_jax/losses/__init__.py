@@ -11,6 +11,7 @@ This package imports only jax, numpy and chex.
 """
 
 from seg_jax.losses.boundary import boundary_loss, hausdorff_dt_loss
+from seg_jax.losses.boundary_dou import boundary_dou_loss
 from seg_jax.losses.checks import checked, checkified
 from seg_jax.losses.cldice import cldice_loss, soft_skeleton
 from seg_jax.losses.compound import (
@@ -34,6 +35,7 @@ from seg_jax.losses.generalized_dice import generalized_dice_loss
 from seg_jax.losses.jaccard import jaccard_loss
 from seg_jax.losses.labels import check_labels
 from seg_jax.losses.lovasz import lovasz_loss
+from seg_jax.losses.mcc import mcc_loss
 from seg_jax.losses.registry import get, lookup, names, options, register
 from seg_jax.losses.topk import topk_cross_entropy
 from seg_jax.losses.tversky import focal_tversky_loss, tversky_loss
@@ -42,6 +44,7 @@ from seg_jax.losses.unified_focal import unified_focal_loss
 __all__ = [
   "binary_cross_entropy",
   "boundary_distance_map",
+  "boundary_dou_loss",
   "boundary_loss",
   "check_labels",
   "checked",
@@ -66,6 +69,7 @@ __all__ = [
   "log_cosh_dice_loss",
   "lookup",
   "lovasz_loss",
+  "mcc_loss",
   "names",
   "options",
   "register",
