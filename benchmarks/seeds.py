@@ -64,14 +64,21 @@ def _setup(quick: bool, num_seeds: int, loss_name: str):
   return config, init, step, keys, images, labels
 
 
-def _time(fn, repeats: int) -> float:
-  fn()  # Compilation and warm-up, not timed.
-  times = []
+def _time_interleaved(fns, repeats: int) -> list[float]:
+  """Median seconds of each of ``fns``, called in turn in every repeat (after one warm-up).
+
+  Interleaving the calls means a load that comes and goes on the machine slows both ways alike,
+  so their ratio holds even when the absolute times do not.
+  """
+  for fn in fns:
+    fn()  # Compilation and warm-up, not timed.
+  times = [[] for _ in fns]
   for _ in range(repeats):
-    tic = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - tic)
-  return float(np.median(times))
+    for fn, t in zip(fns, times, strict=True):
+      tic = time.perf_counter()
+      fn()
+      t.append(time.perf_counter() - tic)
+  return [float(np.median(t)) for t in times]
 
 
 def measure(num_seeds: int, quick: bool, repeats: int, loss_name: str) -> dict:
@@ -91,7 +98,7 @@ def measure(num_seeds: int, quick: bool, repeats: int, loss_name: str) -> dict:
   def vmapped():
     jax.block_until_ready(many(*stacked, images, labels))
 
-  t_turn, t_vmap = _time(in_turn, repeats), _time(vmapped, repeats)
+  t_turn, t_vmap = _time_interleaved([in_turn, vmapped], repeats)
   # The two ways compute the same thing: the losses of one step agree to float32 rounding.
   turn_losses = [float(one(*states[s], images[s], labels[s])[2]) for s in range(num_seeds)]
   vmap_losses = [float(x) for x in many(*stacked, images, labels)[2]]
