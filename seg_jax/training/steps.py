@@ -160,6 +160,9 @@ def input_error(err, where: str, hint: str = "") -> Exception | None:
   ``FloatingPointError`` with the check's message, recognised by the message format of
   :mod:`seg_jax.losses`' value checks (``'<loss>: logits hold ...'``).
   """
+  # On the host first: throw() on device arrays reduces the per-device errors with a collective
+  # program, which XLA CPU aborted (all-gather rendezvous timeout) on a loaded 2-core machine.
+  err = jax.device_get(err)
   try:
     err.throw()  # Its message names the first failure (err.get() lists every device's).
   except checkify.JaxRuntimeError as e:
