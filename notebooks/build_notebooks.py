@@ -618,14 +618,14 @@ choosing = [
   | small objects, boundary quality | `dice_boundary`, `dice_hausdorff` (a distance loss added to Dice) | they weigh errors by their distance to the true contour |
   | many images without foreground | keep batch statistics (`per_image=False`, the default) or `ignore_empty=True` | per-image Dice is 0/0 there, decided by the smoothing constant |
 
-  These are the rules `python -m seg_jax.inspect` applies (written down in `seg_jax/recommend.py`
+  These are the rules `python -m seg_jax.inspect` applies (written down in `seg_jax/choosing/recommend.py`
   and `docs/choosing.md`, with their sources). It measures the labels of a data set and prints the
   losses to try and the `compare` command that tests them. Here it is called as a library on the
   two data sets of section 3:
   """),
   code(
     """
-    from seg_jax.inspect import inspect_dataset, report
+    from seg_jax.choosing.inspect import inspect_dataset, report
 
     reports = {}
     for kind in KINDS:

@@ -53,9 +53,9 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from seg_jax import data as seg_data
-from seg_jax import inspect as seg_inspect
-from seg_jax import losses, recommend, train
-from seg_jax.choosing import evaluation, plots, report, verdict
+from seg_jax import losses, train
+from seg_jax.choosing import evaluation, plots, recommend, report, verdict
+from seg_jax.choosing import inspect as seg_inspect
 from seg_jax.training import config as train_config
 from seg_jax.training.checkpoint import Checkpointer
 from seg_jax.training.outputs import CONFIG_FILE, read_metrics
@@ -458,7 +458,7 @@ def _validate_all(configs: dict) -> None:
 
 
 def _thin_data(ds, split: str) -> bool:
-  """Whether :mod:`seg_jax.inspect`'s ``thin`` rule fires on ``split``'s labels."""
+  """Whether :mod:`seg_jax.choosing.inspect`'s ``thin`` rule fires on ``split``'s labels."""
   stats = seg_inspect.inspect_dataset(ds, split)
   return any(a.rule == "thin" for a in recommend.recommend(stats))
 
