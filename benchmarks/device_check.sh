@@ -46,9 +46,12 @@ python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upg
 export PYTHONPATH="$PWD:/tmp/site"
 data=/tmp/tfds
 
+STAGES="${STAGES:-}"  # e.g. STAGES="devices loss_tests": run only those stages (default: all).
+
 stage() {  # stage NAME SECONDS COMMAND...: runs it, logs to $OUT/NAME.log, goes on on failure.
   local name=$1 limit=$2
   shift 2
+  if [[ -n "$STAGES" && " $STAGES " != *" $name "* ]]; then return 0; fi
   echo "== $name"
   local start=$SECONDS
   timeout "$limit" "$@" 2>&1 | tee "$OUT/$name.log"
