@@ -328,8 +328,10 @@ def test_docs_carry_the_measured_comparison():
   assert "python -m seg_jax.compare" in section
   for kind in ("imbalanced", "thin"):
     assert f"--config.data.config={kind}" in section
-  rows = [line for line in section.splitlines() if line.startswith("| `")]
-  assert len(rows) >= 8  # Every loss on both data sets.
+  # Every loss on both data sets (5 + 4), each with its 95 % interval.
+  rows = [ln for ln in section.splitlines() if ln.startswith("| ") and "`" in ln and " [" in ln]
+  assert len(rows) >= 9, rows
+  assert "--seeds=3" in section
   # The flagged collapse, measured with the seeds protocol: command, verdict, table with CIs.
   demo = text.split("### A collapse, flagged", 1)[1].split("\n## ", 1)[0]
   assert "MEASURED_DEMO" not in demo
