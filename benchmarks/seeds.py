@@ -32,7 +32,7 @@ from flax import nnx
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from seg_jax import losses, machine, train  # noqa: E402
-from seg_jax.models.unet_nnx import UNet  # noqa: E402
+from seg_jax.models import UNet  # noqa: E402
 from seg_jax.training import config as train_config  # noqa: E402
 
 

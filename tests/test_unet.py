@@ -16,7 +16,7 @@ from flax import nnx
 from jax.sharding import Mesh
 from jax.sharding import PartitionSpec as P
 
-from seg_jax.models.unet_nnx import UNet
+from seg_jax.models import UNet
 
 # RBG keys compile far faster than threefry on CPU; the values do not matter here.
 KEY = jax.random.key(0, impl="rbg")

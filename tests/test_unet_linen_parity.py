@@ -1,9 +1,14 @@
-"""The NNX U-Net has the Linen U-Net's topology: the same variables (names, shapes, counts) and,
-with the Linen variables copied into it, the same outputs and batch-norm updates.
+"""The NNX U-Net has the former Linen U-Net's topology: the same variables (names, shapes,
+counts) and, with the Linen variables copied into it, the same outputs and batch-norm updates.
 
-The Linen U-Net is the reference the NNX one replaced; equal outputs for every norm, 1-3 spatial
-dims, deep supervision and bfloat16 compute show the layers and their order are the same.
+The Linen U-Net (``benchmarks/linen_unet.py``, the model the NNX one replaced, kept only as this
+reference and for ``benchmarks/train.py --api=linen,nnx``); equal outputs for every norm, 1-3
+spatial dims, deep supervision and bfloat16 compute show the layers and their order are the same.
 """
+
+import importlib.util
+import pathlib
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -11,8 +16,14 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from seg_jax.models.unet import UNet as LinenUNet
-from seg_jax.models.unet_nnx import UNet
+from seg_jax.models import UNet
+
+_SPEC = importlib.util.spec_from_file_location(
+  "linen_unet", pathlib.Path(__file__).resolve().parent.parent / "benchmarks" / "linen_unet.py"
+)
+_LINEN = sys.modules.setdefault("linen_unet", importlib.util.module_from_spec(_SPEC))
+_SPEC.loader.exec_module(_LINEN)  # Linen modules are dataclasses: their module must be known.
+LinenUNet = _LINEN.UNet
 
 CASES = [
   (dict(num_classes=2, features=64, depth=5, norm=None), (1, 16, 16, 1)),  # classic, shapes only

@@ -27,7 +27,7 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from seg_jax.models.unet_nnx import UNet
+from seg_jax.models import UNet
 from seg_jax.training import config as train_config
 from seg_jax.training.devices import AXIS
 

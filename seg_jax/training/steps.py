@@ -41,7 +41,7 @@ from jax.sharding import Mesh
 from jax.sharding import PartitionSpec as P
 
 from seg_jax import losses, metrics
-from seg_jax.models.unet_nnx import UNet
+from seg_jax.models import UNet
 from seg_jax.training import config as train_config
 from seg_jax.training.devices import AXIS
 from seg_jax.training.state import TrainState, apply_model
