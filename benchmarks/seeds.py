@@ -27,10 +27,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from flax import nnx
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from seg_jax import losses, machine, train  # noqa: E402
+from seg_jax.models import UNet  # noqa: E402
 from seg_jax.training import config as train_config  # noqa: E402
 
 
@@ -40,18 +42,19 @@ def _setup(quick: bool, num_seeds: int, loss_name: str):
     config.model.features, config.model.depth, config.model.num_groups = 4, 2, 2
     config.data.image_size, config.train.batch_size = 16, 4
   size, batch = config.data.image_size, config.train.batch_size
-  model = train.build_model(config, 2)
+  shape = (batch, size, size, 3)
+  model = train.build_model(config, 2, shape[1:])
+  graphdef = nnx.graphdef(model)
   loss_fn = losses.get(loss_name)
   tx = optax.adamw(1e-3)
-  shape = (batch, size, size, 3)
 
   def init(key):
-    params = model.init(key, jnp.zeros(shape), train=False)["params"]
+    _, params, _ = train.split_model(UNet(**model.config, rngs=nnx.Rngs(key)))
     return params, tx.init(params)
 
   def step(params, opt_state, images, labels):
     def f(p):
-      return loss_fn(model.apply({"params": p}, images, train=True), labels)
+      return loss_fn(nnx.merge(graphdef, p)(images, train=True), labels)
 
     loss, grads = jax.value_and_grad(f)(params)
     updates, opt_state = tx.update(grads, opt_state, params)

@@ -283,9 +283,9 @@ def _host(x) -> np.ndarray:
 
 def _restore_final(config, workdir: str, ds, mesh: Mesh):
   t = config.train
-  model = train.build_model(config, ds.num_classes)
+  model = train.build_model(config, ds.num_classes, (*ds.spatial_shape, ds.in_channels))
   tx, _ = train.make_optimizer(t)
-  state = train.init_state(model, tx, (*ds.spatial_shape, ds.in_channels), mesh, t.seed)
+  state = train.init_state(model, tx, mesh, t.seed)
   ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), keep=1, best_metric=None)
   try:
     step = ckpt.latest_step()
