@@ -11,8 +11,9 @@
 #
 # It prints and saves under $OUT: the devices, a GPU pass of the loss tests (the shard_map tests
 # need 8 devices and are left out), benchmarks/losses.py and benchmarks/train.py on the GPU
-# (JSON + a BENCHMARKS section each), and the main job (configs/focal.py) with its metrics. Each
-# stage has its own time limit, so one that hangs does not take the others with it.
+# (JSON + a BENCHMARKS section each), benchmarks/seeds.py (3 seeds vmapped vs in turn), and the
+# main job (configs/focal.py) with its metrics. Each stage has its own time limit, so one that
+# hangs does not take the others with it.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -39,15 +40,18 @@ fi
 
 OUT="${OUT:-/tmp/device_check}"
 mkdir -p "$OUT"
-export PYTHONUNBUFFERED=1 JAX_PLATFORMS=cuda
+export PYTHONUNBUFFERED=1 JAX_PLATFORMS=cuda,cpu  # cpu: checkify's error callback runs on the host
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
   --target /tmp/site .whl/*.whl || { echo "wheel install failed"; exit 1; }
 export PYTHONPATH="$PWD:/tmp/site"
 data=/tmp/tfds
 
+STAGES="${STAGES:-}"  # e.g. STAGES="devices loss_tests": run only those stages (default: all).
+
 stage() {  # stage NAME SECONDS COMMAND...: runs it, logs to $OUT/NAME.log, goes on on failure.
   local name=$1 limit=$2
   shift 2
+  if [[ -n "$STAGES" && " $STAGES " != *" $name "* ]]; then return 0; fi
   echo "== $name"
   local start=$SECONDS
   timeout "$limit" "$@" 2>&1 | tee "$OUT/$name.log"
@@ -61,6 +65,7 @@ stage loss_benchmark 150 python3 benchmarks/losses.py --repeats 20 \
   --json "$OUT/losses_gpu.json" --markdown "$OUT/BENCHMARKS_gpu.md"
 stage train_benchmark 90 python3 benchmarks/train.py --data_dir "$data" \
   --json "$OUT/train_gpu.json" --markdown "$OUT/BENCHMARKS_gpu.md"
+stage seeds_benchmark 90 python3 benchmarks/seeds.py --seeds 3 --out "$OUT"
 stage main_job 120 python3 launch.py --config=configs/focal.py --workdir=/tmp/run_focal \
   --config.data.data_dir="$data" --config.train.progress_bar=False
 cp /tmp/run_focal/metrics.jsonl "$OUT/focal_metrics.jsonl" 2>/dev/null

@@ -27,10 +27,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from flax import nnx
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from seg_jax import losses, machine, train  # noqa: E402
+from seg_jax.models import UNet  # noqa: E402
 from seg_jax.training import config as train_config  # noqa: E402
 
 
@@ -40,18 +42,19 @@ def _setup(quick: bool, num_seeds: int, loss_name: str):
     config.model.features, config.model.depth, config.model.num_groups = 4, 2, 2
     config.data.image_size, config.train.batch_size = 16, 4
   size, batch = config.data.image_size, config.train.batch_size
-  model = train.build_model(config, 2)
+  shape = (batch, size, size, 3)
+  model = train.build_model(config, 2, shape[1:])
+  graphdef = nnx.graphdef(model)
   loss_fn = losses.get(loss_name)
   tx = optax.adamw(1e-3)
-  shape = (batch, size, size, 3)
 
   def init(key):
-    params = model.init(key, jnp.zeros(shape), train=False)["params"]
+    _, params, _ = train.split_model(UNet(**model.config, rngs=nnx.Rngs(key)))
     return params, tx.init(params)
 
   def step(params, opt_state, images, labels):
     def f(p):
-      return loss_fn(model.apply({"params": p}, images, train=True), labels)
+      return loss_fn(nnx.merge(graphdef, p)(images, train=True), labels)
 
     loss, grads = jax.value_and_grad(f)(params)
     updates, opt_state = tx.update(grads, opt_state, params)
@@ -64,14 +67,21 @@ def _setup(quick: bool, num_seeds: int, loss_name: str):
   return config, init, step, keys, images, labels
 
 
-def _time(fn, repeats: int) -> float:
-  fn()  # Compilation and warm-up, not timed.
-  times = []
+def _time_interleaved(fns, repeats: int) -> list[float]:
+  """Median seconds of each of ``fns``, called in turn in every repeat (after one warm-up).
+
+  Interleaving the calls means a load that comes and goes on the machine slows both ways alike,
+  so their ratio holds even when the absolute times do not.
+  """
+  for fn in fns:
+    fn()  # Compilation and warm-up, not timed.
+  times = [[] for _ in fns]
   for _ in range(repeats):
-    tic = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - tic)
-  return float(np.median(times))
+    for fn, t in zip(fns, times, strict=True):
+      tic = time.perf_counter()
+      fn()
+      t.append(time.perf_counter() - tic)
+  return [float(np.median(t)) for t in times]
 
 
 def measure(num_seeds: int, quick: bool, repeats: int, loss_name: str) -> dict:
@@ -91,7 +101,7 @@ def measure(num_seeds: int, quick: bool, repeats: int, loss_name: str) -> dict:
   def vmapped():
     jax.block_until_ready(many(*stacked, images, labels))
 
-  t_turn, t_vmap = _time(in_turn, repeats), _time(vmapped, repeats)
+  t_turn, t_vmap = _time_interleaved([in_turn, vmapped], repeats)
   # The two ways compute the same thing: the losses of one step agree to float32 rounding.
   turn_losses = [float(one(*states[s], images[s], labels[s])[2]) for s in range(num_seeds)]
   vmap_losses = [float(x) for x in many(*stacked, images, labels)[2]]

@@ -618,14 +618,14 @@ choosing = [
   | small objects, boundary quality | `dice_boundary`, `dice_hausdorff` (a distance loss added to Dice) | they weigh errors by their distance to the true contour |
   | many images without foreground | keep batch statistics (`per_image=False`, the default) or `ignore_empty=True` | per-image Dice is 0/0 there, decided by the smoothing constant |
 
-  These are the rules `python -m seg_jax.inspect` applies (written down in `seg_jax/recommend.py`
+  These are the rules `python -m seg_jax.inspect` applies (written down in `seg_jax/choosing/recommend.py`
   and `docs/choosing.md`, with their sources). It measures the labels of a data set and prints the
   losses to try and the `compare` command that tests them. Here it is called as a library on the
   two data sets of section 3:
   """),
   code(
     """
-    from seg_jax.inspect import inspect_dataset, report
+    from seg_jax.choosing.inspect import inspect_dataset, report
 
     reports = {}
     for kind in KINDS:
@@ -699,7 +699,7 @@ in_your_code = [
 
   `seg_jax.losses` needs only `jax`, `numpy` and `chex`: every loss is a pure function
   `loss(logits, labels, *, options) -> jax.Array` on channels-last arrays, so it drops into any
-  JAX training loop. This notebook trains a tiny Flax model with optax on synthetic batches and
+  JAX training loop. This notebook trains a tiny Flax NNX model with optax on synthetic batches and
   shows `jax.jit`, `jax.grad`, `jax.vmap`, `losses.get` / `losses.combine`, masks and
   `ignore_index`, and `jax.shard_map` with `axis_name` over the available devices.
   """),
@@ -721,11 +721,11 @@ in_your_code = [
     except RuntimeError:  # JAX already initialised (the cell is re-run): keep the devices it has.
         pass
 
-    import flax.linen as nn
     import jax.numpy as jnp
     import matplotlib.pyplot as plt
     import numpy as np
     import optax
+    from flax import nnx
     from jax.sharding import Mesh, PartitionSpec as P
 
     from seg_jax import losses
@@ -756,18 +756,29 @@ in_your_code = [
         return jnp.asarray(images, jnp.float32), jnp.asarray(labels)
 
 
-    class TinyNet(nn.Module):
-        @nn.compact
+    class TinyNet(nnx.Module):  # Flax NNX
+        def __init__(self, rngs):
+            self.conv1 = nnx.Conv(1, 16, (3, 3), rngs=rngs)
+            self.conv2 = nnx.Conv(16, 16, (3, 3), rngs=rngs)
+            self.head = nnx.Conv(16, 1, (1, 1), rngs=rngs)
+
         def __call__(self, x):
-            x = nn.relu(nn.Conv(16, (3, 3))(x))
-            x = nn.relu(nn.Conv(16, (3, 3))(x))
-            return nn.Conv(1, (1, 1))(x)  # (batch, H, W, 1) logits
+            x = nnx.relu(self.conv1(x))
+            x = nnx.relu(self.conv2(x))
+            return self.head(x)  # (batch, H, W, 1) logits
 
 
     images, labels = make_batch(8)
-    model = TinyNet()
-    apply = jax.jit(model.apply)
-    params = jax.jit(model.init)(jax.random.key(0), images)
+    # NNX's functional form: a static graph definition and a pytree of parameters, merged back
+    # into the module inside jitted functions (what seg_jax's trainer does with its U-Net).
+    graphdef, params = nnx.split(TinyNet(nnx.Rngs(0)))
+
+
+    def forward(p, x):
+        return nnx.merge(graphdef, p)(x)
+
+
+    apply = jax.jit(forward)
     logits = apply(params, images)
     print("images", images.shape, "labels", labels.shape, labels.dtype, "logits", logits.shape)
     print(f"foreground: {100 * float(labels.mean()):.1f} % of the pixels")
@@ -812,7 +823,7 @@ in_your_code = [
     @jax.jit
     def train_step(params, opt_state, images, labels):
         def objective(p):
-            return loss_fn(model.apply(p, images), labels)
+            return loss_fn(forward(p, images), labels)
 
         loss, grads = jax.value_and_grad(objective)(params)
         updates, opt_state = tx.update(grads, opt_state, params)
@@ -947,7 +958,7 @@ in_your_code = [
     """
     def sharded_grad(params, images, labels):
         def objective(p):
-            return loss_fn(model.apply(p, images), labels, axis_name="data")
+            return loss_fn(forward(p, images), labels, axis_name="data")
 
         return jax.value_and_grad(objective)(params)  # no pmean: already the global gradient
 
@@ -955,7 +966,7 @@ in_your_code = [
     sharded = jax.jit(jax.shard_map(sharded_grad, mesh=mesh,
                                     in_specs=(P(), P("data"), P("data")), out_specs=(P(), P())))
     loss_s, grads_s = sharded(params, images, labels)
-    loss_1, grads_1 = jax.jit(jax.value_and_grad(lambda p: loss_fn(model.apply(p, images), labels)))(params)
+    loss_1, grads_1 = jax.jit(jax.value_and_grad(lambda p: loss_fn(forward(p, images), labels)))(params)
     print(f"loss: sharded {float(loss_s):.6f}, one device {float(loss_1):.6f}")
     diff = max(float(jnp.abs(a - b).max()) for a, b in zip(jax.tree.leaves(grads_s), jax.tree.leaves(grads_1)))
     scale = max(float(jnp.abs(b).max()) for b in jax.tree.leaves(grads_1))

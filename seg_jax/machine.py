@@ -43,6 +43,7 @@ def machine_info() -> dict:
     "cores": os.cpu_count(),
     "jax": jax.__version__,
     "optax": _version("optax"),
+    "flax": _version("flax"),
     "backend": jax.default_backend(),
     "device": getattr(dev, "device_kind", str(dev)),
     "num_devices": jax.device_count(),

@@ -15,9 +15,11 @@ from seg_jax.training.loop import evaluate, train_and_evaluate
 from seg_jax.training.state import (
   TrainState,
   abstract_state,
+  apply_model,
   build_model,
   init_state,
   make_optimizer,
+  split_model,
 )
 from seg_jax.training.steps import (
   build_loss,
@@ -30,6 +32,7 @@ __all__ = [
   "AXIS",
   "TrainState",
   "abstract_state",
+  "apply_model",
   "build_loss",
   "build_model",
   "evaluate",
@@ -39,5 +42,6 @@ __all__ = [
   "make_mesh",
   "make_optimizer",
   "make_train_step",
+  "split_model",
   "train_and_evaluate",
 ]

@@ -1,4 +1,4 @@
-"""seg_jax.inspect and seg_jax.recommend: statistics on hand-drawn masks, the rules, the CLI.
+"""seg_jax.choosing.inspect and .recommend, and the seg_jax.inspect command: stats, rules, CLI.
 
 Reference values are hand counts of the drawn masks (see ``_draw_folder``), not outputs of the code.
 """
@@ -15,8 +15,9 @@ import pytest
 from absl import flags
 from PIL import Image
 
-import seg_jax.inspect as seg_inspect
-from seg_jax import recommend
+import seg_jax.inspect as inspect_cli
+from seg_jax.choosing import inspect as seg_inspect
+from seg_jax.choosing import recommend
 from seg_jax.data import image_folder, synthetic_shapes
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -327,8 +328,10 @@ def test_docs_carry_the_measured_comparison():
   assert "python -m seg_jax.compare" in section
   for kind in ("imbalanced", "thin"):
     assert f"--config.data.config={kind}" in section
-  rows = [line for line in section.splitlines() if line.startswith("| `")]
-  assert len(rows) >= 8  # Every loss on both data sets.
+  # Every loss on both data sets (5 + 4), each with its 95 % interval.
+  rows = [ln for ln in section.splitlines() if ln.startswith("| ") and "`" in ln and " [" in ln]
+  assert len(rows) >= 9, rows
+  assert "--seeds=3" in section
   # The flagged collapse, measured with the seeds protocol: command, verdict, table with CIs.
   demo = text.split("### A collapse, flagged", 1)[1].split("\n## ", 1)[0]
   assert "MEASURED_DEMO" not in demo
@@ -356,9 +359,9 @@ def test_stdlib_inspect_is_not_shadowed():
   import seg_jax
   from seg_jax.losses import compound, registry
 
-  assert inspect.__file__ != seg_inspect.__file__ and hasattr(inspect, "signature")
+  assert inspect.__file__ != inspect_cli.__file__ and hasattr(inspect, "signature")
   assert registry.inspect is inspect and compound.inspect is inspect
-  assert seg_jax.inspect is seg_inspect  # The submodule, only as an attribute of the package.
+  assert seg_jax.inspect is inspect_cli  # The submodule, only as an attribute of the package.
   assert registry.options("focal")  # Uses inspect.signature.
 
 
@@ -402,9 +405,9 @@ def _cli_in_process(*args):
   """The command run in this process: its own flags (absl's global FLAGS untouched)."""
   argv = ["seg_jax.inspect", *args]
   flag_values = flags.FlagValues()
-  seg_inspect.define_flags(flag_values, argv)
+  inspect_cli.define_flags(flag_values, argv)
   flag_values(argv)
-  return seg_inspect.output(flag_values, argv)
+  return inspect_cli.output(flag_values, argv)
 
 
 def test_cli_image_folder_json(tmp_path, folder):

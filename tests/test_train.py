@@ -64,18 +64,18 @@ def predict_split(config, workdir, split, step):
   """Class maps of every example of ``split`` from the checkpoint at ``step``, one example at a
   time on one device (no batching, no padding)."""
   ds = seg_data.load(config.data)
-  model = train.build_model(config, ds.num_classes)
+  model = train.build_model(config, ds.num_classes, (*ds.spatial_shape, ds.in_channels))
   tx, _ = train.make_optimizer(config.train)
   mesh = train.make_mesh(jax.devices()[:1])
-  target = train.abstract_state(model, tx, (*ds.spatial_shape, ds.in_channels), mesh)
+  target = train.abstract_state(model, tx, mesh)
   ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), keep=10)
   state = ckpt.restore(target, step)
   ckpt.close()
-  apply = jax.jit(lambda p, x: model.apply({"params": p}, x, train=False))
+  apply = jax.jit(lambda s, x: train.apply_model(model, s, s.params, x, train=False)[0])
   preds, labels = [], []
   for i in range(ds.num_examples(split)):
     ex = ds.example(split, i)
-    logits = np.asarray(apply(state.params, ex["image"][None]))[0]
+    logits = np.asarray(apply(state, ex["image"][None]))[0]
     preds.append((logits[..., 0] > 0).astype(np.int64))
     labels.append(ex["label"])
   return np.stack(preds), np.stack(labels)
@@ -239,11 +239,9 @@ def test_nonfinite_loss_stops_and_keeps_checkpoints(data_dir, tmp_path):
   assert f"(step {max(steps)})" in message
   # The checkpoints hold finite parameters.
   ds = seg_data.load(config.data)
-  model = train.build_model(config, ds.num_classes)
+  model = train.build_model(config, ds.num_classes, (*ds.spatial_shape, ds.in_channels))
   tx, _ = train.make_optimizer(config.train)
-  target = train.abstract_state(
-    model, tx, (*ds.spatial_shape, ds.in_channels), train.make_mesh(jax.devices()[:1])
-  )
+  target = train.abstract_state(model, tx, train.make_mesh(jax.devices()[:1]))
   state = ckpt.restore(target, max(steps))
   ckpt.close()
   assert int(state.step) == max(steps)

@@ -33,10 +33,10 @@ def runlocal(data_dir, **train_overrides):
 
 def final_params(config, workdir, step):
   ds = seg_data.load(config.data)
-  model = train.build_model(config, ds.num_classes)
+  model = train.build_model(config, ds.num_classes, (*ds.spatial_shape, ds.in_channels))
   tx, _ = train.make_optimizer(config.train)
   mesh = train.make_mesh(jax.devices()[:1])
-  target = train.abstract_state(model, tx, (*ds.spatial_shape, ds.in_channels), mesh)
+  target = train.abstract_state(model, tx, mesh)
   ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), keep=10)
   state = ckpt.restore(target, step)
   ckpt.close()

@@ -2,7 +2,9 @@
 
 Parameter counts are checked against a formula written here from the paper's layer list, and the
 classic configuration against the 31,030,658 computed by hand below. Models are tiny (features
-2-4, depth 2-3) so each test compiles once or not at all (``jax.eval_shape`` only traces).
+2-4, depth 2-3) so each test compiles once or not at all (``nnx.eval_shape`` only traces). The
+models are used in NNX's functional form, as the trainer does: ``nnx.split`` into a graph
+definition and variables (nested dicts), ``nnx.merge`` inside the jitted function.
 """
 
 import jax
@@ -10,6 +12,7 @@ import jax.extend
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import nnx
 from jax.sharding import Mesh
 from jax.sharding import PartitionSpec as P
 
@@ -19,14 +22,48 @@ from seg_jax.models import UNet
 KEY = jax.random.key(0, impl="rbg")
 
 
-def numpy_variables(model, shape, seed=0):
+def build(shape, key=KEY, **kwargs):
+  """The U-Net of ``kwargs`` for inputs of ``shape``, abstract (``nnx.eval_shape``)."""
+  return nnx.eval_shape(
+    lambda: UNet(shape[-1], spatial_dims=len(shape) - 2, rngs=nnx.Rngs(key), **kwargs)
+  )
+
+
+def split(model):
+  """``(graphdef, {'params': ..., 'batch_stats': ...})``, the variables as nested dicts."""
+  graphdef, params, batch_stats = nnx.split(model, nnx.Param, nnx.BatchStat)
+  return graphdef, {
+    "params": nnx.to_pure_dict(params),
+    "batch_stats": nnx.to_pure_dict(batch_stats),
+  }
+
+
+def apply(graphdef, variables, x, *, train=False):
+  """Outputs of the model (and, with ``train``, the new batch statistics); traceable."""
+  model = nnx.merge(graphdef, variables["params"], variables["batch_stats"])
+  out = model(x, train=train)
+  if train:
+    return out, nnx.to_pure_dict(nnx.state(model, nnx.BatchStat))
+  return out
+
+
+def initialised(shape, **kwargs):
+  """``(graphdef, variables)`` of a model initialised by its own initialisers, jitted."""
+  graphdef, _ = split(build(shape, **kwargs))
+  init = jax.jit(
+    lambda: split(UNet(shape[-1], spatial_dims=len(shape) - 2, rngs=nnx.Rngs(KEY), **kwargs))[1]
+  )
+  return graphdef, init()
+
+
+def numpy_variables(model, seed=0):
   """Random variables of the right structure, drawn in NumPy (saves compiling ``init``).
 
   Kernels ~ N(0, 2 / fan_in), biases and norm offsets ~ N(0, 0.1^2), norm scales ~ 1 + N(0,
   0.1^2), batch norm running mean 0 and variance 1.
   """
   rng = np.random.default_rng(seed)
-  shapes = init_shapes(model, shape)
+  shapes = init_shapes(model)
 
   def draw(path, leaf):
     name = path[-1].key
@@ -44,9 +81,9 @@ def numpy_variables(model, shape, seed=0):
   return jax.tree_util.tree_map_with_path(draw, shapes)
 
 
-def init_shapes(model, shape, train=False):
-  """Variable shapes of ``model`` for an input of ``shape`` (tracing only, no compile)."""
-  return jax.eval_shape(lambda x: model.init(KEY, x, train=train), jnp.zeros(shape))
+def init_shapes(model):
+  """Variable shapes of the abstract ``model`` (tracing only, no compile)."""
+  return split(model)[1]
 
 
 def count(tree):
@@ -88,13 +125,13 @@ def test_classic_configuration_has_the_papers_parameter_count():
   #           up 256->128: 131,200, 256->128: 295,040, 128->128: 147,584
   #           up 128->64: 32,832, 128->64: 73,792, 64->64: 36,928       sum 12,188,480
   # head      64->2: 130                                           total 31,030,658
-  classic = UNet(num_classes=2, features=64, depth=5, norm=None)
-  variables = init_shapes(classic, (1, 16, 16, 1))
-  assert set(variables) == {"params"}
+  classic = build((1, 16, 16, 1), num_classes=2, features=64, depth=5, norm=None)
+  variables = init_shapes(classic)
+  assert variables["batch_stats"] == {}
   assert count(variables["params"]) == 31_030_658
   assert expected_params(1, 2, 64, 5, 2, None) == 31_030_658
   # With GroupNorm: conv biases dropped, 2 parameters per channel for each of the 18 norms.
-  grouped = init_shapes(UNet(num_classes=2, features=64, depth=5), (1, 16, 16, 1))
+  grouped = init_shapes(build((1, 16, 16, 1), num_classes=2, features=64, depth=5))
   assert count(grouped["params"]) == expected_params(1, 2, 64, 5, 2, "group")
 
 
@@ -107,7 +144,7 @@ def test_classic_configuration_has_the_papers_parameter_count():
   ],
 )
 def test_parameter_count_in_1d_2d_3d(kwargs, shape):
-  variables = init_shapes(UNet(**kwargs), shape)
+  variables = init_shapes(build(shape, **kwargs))
   norm = None if kwargs["norm"] == "none" else kwargs["norm"]
   want = expected_params(
     shape[-1], kwargs["num_classes"], kwargs["features"], kwargs["depth"], len(shape) - 2, norm
@@ -121,7 +158,7 @@ def test_parameter_count_in_1d_2d_3d(kwargs, shape):
 
 
 def test_kernel_shapes_follow_the_input_rank():
-  variables = init_shapes(UNet(num_classes=2, features=2, depth=2), (1, 4, 4, 4, 1))["params"]
+  variables = init_shapes(build((1, 4, 4, 4, 1), num_classes=2, features=2, depth=2))["params"]
   assert variables["down0"]["conv0"]["kernel"].shape == (3, 3, 3, 1, 2)
   assert variables["down1"]["conv1"]["kernel"].shape == (3, 3, 3, 4, 4)
   assert variables["upconv0"]["kernel"].shape == (2, 2, 2, 4, 2)
@@ -135,15 +172,17 @@ def test_kernel_shapes_follow_the_input_rank():
   ids=["1d", "2d", "3d"],
 )
 def test_forward_shapes_and_per_example_independence(shape, norm):
-  model = UNet(num_classes=3, features=4, depth=3, norm=norm, num_groups=2)
+  kwargs = dict(num_classes=3, features=4, depth=3, norm=norm, num_groups=2)
   x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
   x2 = x.copy()
   x2[1:] = 10 * x2[1:] + 3  # change every example but the first
   both = np.concatenate([x, x2])
   if len(shape) == 4:  # once with the real initialisers
-    y = jax.jit(lambda x: model.apply(model.init(KEY, x, train=False), x, train=False))(both)
+    graphdef, variables = initialised(shape, **kwargs)
   else:
-    y = jax.jit(lambda v, x: model.apply(v, x, train=False))(numpy_variables(model, shape), both)
+    model = build(shape, **kwargs)
+    graphdef, variables = split(model)[0], numpy_variables(model)
+  y = jax.jit(lambda v, x: apply(graphdef, v, x))(variables, both)
   y, y2 = y[: len(x)], y[len(x) :]
   assert y.shape == (*shape[:-1], 3) and y.dtype == jnp.float32
   assert np.all(np.isfinite(y))
@@ -153,35 +192,33 @@ def test_forward_shapes_and_per_example_independence(shape, norm):
 
 
 def test_deep_supervision_returns_finest_first():
-  model = UNet(num_classes=2, features=2, depth=4, deep_supervision=True, num_groups=1)
-  outputs = jax.eval_shape(
-    lambda x: model.apply(model.init(KEY, x, train=False), x, train=False),
-    jnp.zeros((2, 16, 24, 1)),
-  )
+  kw = dict(num_classes=2, features=2, depth=4, num_groups=1)
+  model = build((2, 16, 24, 1), deep_supervision=True, **kw)
+  graphdef, shapes = split(model)
+  outputs = jax.eval_shape(lambda v, x: apply(graphdef, v, x), shapes, jnp.zeros((2, 16, 24, 1)))
   assert [o.shape for o in outputs] == [(2, 16, 24, 2), (2, 8, 12, 2), (2, 4, 6, 2)]
   assert all(o.dtype == jnp.float32 for o in outputs)
-  variables = init_shapes(model, (2, 16, 24, 1))["params"]
-  assert {"head", "ds_head1", "ds_head2"} <= set(variables)
+  assert {"head", "ds_head1", "ds_head2"} <= set(shapes["params"])
   # The main output is the same head with or without deep supervision.
-  plain = UNet(num_classes=2, features=2, depth=4, num_groups=1)
+  plain = split(build((1, 8, 8, 1), **kw))[0]
   x = np.random.default_rng(1).standard_normal((1, 8, 8, 1)).astype(np.float32)
-  v = numpy_variables(model, x.shape)
-  main_only = {"params": {k: p for k, p in v["params"].items() if not k.startswith("ds_")}}
+  v = numpy_variables(model)
+  main_only = {
+    "params": {k: p for k, p in v["params"].items() if not k.startswith("ds_")},
+    "batch_stats": {},
+  }
 
   @jax.jit
   def run(v, main_only, x):
-    return model.apply(v, x, train=False), plain.apply(main_only, x, train=False)
+    return apply(graphdef, v, x), apply(plain, main_only, x)
 
   (main, half, quarter), single = run(v, main_only, x)
   np.testing.assert_array_equal(main, single)
   assert half.shape == (1, 4, 4, 2) and quarter.shape == (1, 2, 2, 2)
   # The extra heads are 1x1 convolutions of the decoder features: nonzero, distinct outputs.
   assert np.abs(np.asarray(half)).max() > 0 and np.abs(np.asarray(quarter)).max() > 0
-  depth1 = UNet(num_classes=2, features=2, depth=1, deep_supervision=True, num_groups=1)
-  out1 = jax.eval_shape(
-    lambda x: depth1.apply(depth1.init(KEY, x, train=False), x, train=False),
-    jnp.zeros((1, 5, 1)),
-  )
+  depth1, shapes1 = split(build((1, 5, 1), **{**kw, "depth": 1}, deep_supervision=True))
+  out1 = jax.eval_shape(lambda v, x: apply(depth1, v, x), shapes1, jnp.zeros((1, 5, 1)))
   assert [o.shape for o in out1] == [(1, 5, 2)]
 
 
@@ -197,15 +234,15 @@ def _conv_input_dtypes(jaxpr):
 
 def test_bfloat16_compute_gives_float32_logits():
   kw = dict(num_classes=2, features=4, depth=2, num_groups=2)
-  fast = UNet(dtype=jnp.bfloat16, **kw)
-  exact = UNet(**kw)
   x = np.random.default_rng(2).standard_normal((2, 16, 1)).astype(np.float32)
-
-  variables = numpy_variables(exact, x.shape)
+  fast = split(build(x.shape, dtype=jnp.bfloat16, **kw))[0]
+  exact_model = build(x.shape, **kw)
+  exact = split(exact_model)[0]
+  variables = numpy_variables(exact_model)
 
   @jax.jit
   def run(v, x):
-    return fast.apply(v, x, train=False), exact.apply(v, x, train=False)
+    return apply(fast, v, x), apply(exact, v, x)
 
   y_fast, y_exact = run(variables, x)
   assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(variables))
@@ -213,11 +250,11 @@ def test_bfloat16_compute_gives_float32_logits():
   np.testing.assert_allclose(y_fast, y_exact, atol=0.1 * float(np.abs(y_exact).max()))
   assert not np.array_equal(y_fast, y_exact)  # the bfloat16 path really ran
   # Every 3x3 / up convolution runs in bfloat16; only the 1x1 head is float32.
-  jaxpr = jax.make_jaxpr(lambda v, x: fast.apply(v, x, train=False))(variables, x)
+  jaxpr = jax.make_jaxpr(lambda v, x: apply(fast, v, x))(variables, x)
   dtypes = _conv_input_dtypes(jaxpr.jaxpr)
   assert dtypes == ["bfloat16"] * (len(dtypes) - 1) + ["float32"] and len(dtypes) == 8
   # bfloat16 parameters are possible too.
-  shapes = init_shapes(UNet(param_dtype=jnp.bfloat16, **kw), (1, 8, 1))
+  shapes = init_shapes(build((1, 8, 1), param_dtype=jnp.bfloat16, **kw))
   assert {leaf.dtype for leaf in jax.tree.leaves(shapes)} == {jnp.dtype(jnp.bfloat16)}
 
 
@@ -226,18 +263,20 @@ def test_batch_norm_under_shard_map_uses_global_batch_statistics():
   assert len(devices) == 8
   mesh = Mesh(np.array(devices), ("data",))
   kw = dict(num_classes=2, features=2, depth=2, norm="batch")
-  local = UNet(**kw)
-  sharded = UNet(axis_name="data", **kw)
   rng = np.random.default_rng(3)
   # Examples with very different scales: per-device statistics would be far from global ones.
   scale = np.arange(1, 9, dtype=np.float32).reshape(8, 1, 1, 1)
   x = (scale * rng.standard_normal((8, 8, 8, 1)) + scale).astype(np.float32)
-  assert set(init_shapes(sharded, x.shape)) == {"params", "batch_stats"}  # init needs no axis
-  variables = numpy_variables(sharded, x.shape)
+  local = split(build(x.shape, **kw))[0]
+  sharded_model = build(x.shape, axis_name="data", **kw)  # construction needs no axis
+  sharded = split(sharded_model)[0]
+  variables = numpy_variables(sharded_model)
+  assert count(variables["batch_stats"]) > 0
 
-  def step(model):
+  def step(graphdef):
     def f(v, x):
-      return model.apply(v, x, train=True, mutable=["batch_stats"])
+      out, batch_stats = apply(graphdef, v, x, train=True)
+      return out, {"batch_stats": batch_stats}
 
     return f
 
@@ -257,18 +296,32 @@ def test_batch_norm_under_shard_map_uses_global_batch_statistics():
 
 
 @pytest.mark.parametrize(
-  "kwargs, shape, match",
+  "kwargs, match",
   [
-    ({}, (8, 8), r"rank 3-5.*\(8, 8\)"),
-    ({}, (1, 8, 8, 8, 8, 1), r"rank 3-5.*\(1, 8, 8, 8, 8, 1\)"),
-    (dict(depth=4), (1, 16, 12, 1), r"2\*\*\(depth - 1\) = 8.*depth=4.*\(1, 16, 12, 1\)"),
-    (dict(norm="layer"), (1, 8, 1), r"unknown norm='layer'"),
-    (dict(features=12, num_groups=8), (1, 8, 1), r"12 channels.*num_groups=8"),
-    (dict(depth=0), (1, 8, 1), r"depth must be a positive int"),
-    (dict(features=2.5), (1, 8, 1), r"features must be a positive int"),
+    (dict(norm="layer"), r"unknown norm='layer'"),
+    (dict(features=12, num_groups=8), r"12 channels.*num_groups=8"),
+    (dict(depth=0), r"depth must be a positive int"),
+    (dict(features=2.5), r"features must be a positive int"),
+    (dict(in_features=0), r"in_features must be a positive int"),
+    (dict(spatial_dims=4), r"spatial_dims must be 1, 2 or 3, got 4"),
   ],
 )
-def test_bad_configurations_raise_clear_errors(kwargs, shape, match):
-  model = UNet(num_classes=2, **{"features": 4, "depth": 2, **kwargs})
+def test_bad_configurations_raise_clear_errors(kwargs, match):
+  kwargs = {"in_features": 1, "num_classes": 2, "features": 4, "depth": 2, **kwargs}
   with pytest.raises(ValueError, match=match):
-    init_shapes(model, shape)
+    nnx.eval_shape(lambda: UNet(**kwargs, rngs=nnx.Rngs(0)))
+
+
+@pytest.mark.parametrize(
+  "shape, match",
+  [
+    ((8, 8), r"spatial_dims=2 \(rank 4\) and in_features=1 .*\(8, 8\) \(rank 2\)"),
+    ((1, 8, 8, 8, 1), r"rank 4.*\(1, 8, 8, 8, 1\) \(rank 5\)"),
+    ((1, 8, 8, 3), r"in_features=1 channels, got shape \(1, 8, 8, 3\)"),
+    ((1, 16, 12, 1), r"2\*\*\(depth - 1\) = 8.*depth=4.*\(1, 16, 12, 1\)"),
+  ],
+)
+def test_bad_inputs_raise_clear_errors(shape, match):
+  graphdef, shapes = split(build((1, 8, 8, 1), num_classes=2, features=2, depth=4))
+  with pytest.raises(ValueError, match=match):
+    jax.eval_shape(lambda v, x: apply(graphdef, v, x), shapes, jnp.zeros(shape))

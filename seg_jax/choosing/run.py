@@ -53,9 +53,9 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from seg_jax import data as seg_data
-from seg_jax import inspect as seg_inspect
-from seg_jax import losses, recommend, train
-from seg_jax.choosing import evaluation, plots, report, verdict
+from seg_jax import losses, train
+from seg_jax.choosing import evaluation, plots, recommend, report, verdict
+from seg_jax.choosing import inspect as seg_inspect
 from seg_jax.training import config as train_config
 from seg_jax.training.checkpoint import Checkpointer
 from seg_jax.training.outputs import CONFIG_FILE, read_metrics
@@ -283,9 +283,9 @@ def _host(x) -> np.ndarray:
 
 def _restore_final(config, workdir: str, ds, mesh: Mesh):
   t = config.train
-  model = train.build_model(config, ds.num_classes)
+  model = train.build_model(config, ds.num_classes, (*ds.spatial_shape, ds.in_channels))
   tx, _ = train.make_optimizer(t)
-  state = train.init_state(model, tx, (*ds.spatial_shape, ds.in_channels), mesh, t.seed)
+  state = train.init_state(model, tx, mesh, t.seed)
   ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), keep=1, best_metric=None)
   try:
     step = ckpt.latest_step()
@@ -458,7 +458,7 @@ def _validate_all(configs: dict) -> None:
 
 
 def _thin_data(ds, split: str) -> bool:
-  """Whether :mod:`seg_jax.inspect`'s ``thin`` rule fires on ``split``'s labels."""
+  """Whether :mod:`seg_jax.choosing.inspect`'s ``thin`` rule fires on ``split``'s labels."""
   stats = seg_inspect.inspect_dataset(ds, split)
   return any(a.rule == "thin" for a in recommend.recommend(stats))
 
@@ -532,40 +532,13 @@ def run_comparison(
   walls: list[float] = []
   runs: dict[str, dict[int, dict]] = {n: {} for n in names}
   for i, key in enumerate(configs, 1):
-    (name, seed), c = key, configs[key]
-    workdir, state = run_dir(outdir, name, seed), states[key]
-    tag = f"[{i}/{len(configs)}] {name} seed {seed}"
-    info = _read_json(os.path.join(workdir, RUN_FILE)) or {}
-    run = {"workdir": workdir, "seed": seed, "options": train_config.loss_options(c)}
-    run.update(wall_s=info.get("wall_s"), error=info.get("error"))
-    if state in ("finished", "diverged"):
-      run["status"] = "cached" if state == "finished" else "diverged"
-      if state == "finished":
-        run["error"] = None  # An error of an earlier invocation, since resolved.
-    else:
-      verb = (
-        f"resuming from step {_latest_checkpoint(workdir)}" if state == "partial" else "training"
-      )
-      echo(f"{tag}: {verb} ({c.train.steps} steps) in {workdir}.")
-      outcome, preempted = _train_one(c, workdir, state, info, mesh, is_main)
-      walls.append(outcome.pop("this_wall_s"))
-      to_train -= 1
-      run.update(outcome)
-      if preempted:
-        echo(f"{tag}: preempted; rerun the same command to resume.")
-        return {"preempted": True, "losses": names, "outdir": outdir}
-    records = read_metrics(workdir)
-    run["final"] = final_record(records, split, c.train.steps)
-    run["test"] = final_record(records, "test", c.train.steps) if split != "test" else None
-    run["train_time_s"], run["steps_per_sec"] = train_timing(records)
-    run["curves"] = curves(records, split)
-    run["eval"] = None
-    if run["final"] is not None and run["status"] not in ("diverged", "error"):
-      try:
-        run["eval"] = evaluate_run(c, workdir, ds, num_examples, mesh=mesh)
-      except FileNotFoundError as err:
-        echo(f"{tag}: no per-image evaluation ({err}).")
-    runs[name][seed] = run
+    tag = f"[{i}/{len(configs)}] {key[0]} seed {key[1]}"
+    run = _one_run(configs[key], run_dir(outdir, *key), key[1], states[key], tag, walls, mesh, echo)
+    if run is None:  # Preempted.
+      return {"preempted": True, "losses": names, "outdir": outdir}
+    to_train -= states[key] not in ("finished", "diverged")
+    _add_results(run, configs[key], ds, num_examples, tag, mesh, echo)
+    runs[key[0]][key[1]] = run
     shown = {"cached": "already finished", "error": "failed"}.get(run["status"], run["status"])
     echo(f"{tag}: {shown}{_dice_text(run, split)}; {_eta(walls, to_train)}.")
 
@@ -594,19 +567,64 @@ def run_comparison(
     "figures": {},
   }
   if is_main:
-    title = plots.title(base, len(seed_list))
-    figs = summary["figures"]
-    figs["learning_curves"] = plots.learning_curves(runs, os.path.join(outdir, CURVES_FILE), title)
-    figs["per_image_dice"] = plots.per_image_box(
-      runs, summary["ranking"], os.path.join(outdir, BOX_FILE), title
-    )
-    grid = plots.prediction_grid(
-      runs, os.path.join(outdir, GRID_FILE), class_names=ds.class_names, title=title
-    )
-    if grid:
-      figs["predictions"] = grid
-    summary["report"] = report.write_report(summary, os.path.join(outdir, REPORT_FILE), base)
-    _write_json(os.path.join(outdir, SUMMARY_FILE), verdict.jsonable(summary))
-    echo(f"Report: {summary['report']}")
+    _write_outputs(summary, runs, base, ds, outdir, echo)
   summary["runs"] = runs
   return summary
+
+
+def _one_run(config, workdir, seed, state, tag, walls, mesh, echo) -> dict | None:
+  """The record of run ``workdir`` in state ``state``, training it first unless it is done.
+
+  Appends the wall time of a training to ``walls``; ``None`` if the training was preempted.
+  """
+  info = _read_json(os.path.join(workdir, RUN_FILE)) or {}
+  run = {"workdir": workdir, "seed": seed, "options": train_config.loss_options(config)}
+  run.update(wall_s=info.get("wall_s"), error=info.get("error"))
+  if state in ("finished", "diverged"):
+    run["status"] = "cached" if state == "finished" else "diverged"
+    if state == "finished":
+      run["error"] = None  # An error of an earlier invocation, since resolved.
+    return run
+  verb = f"resuming from step {_latest_checkpoint(workdir)}" if state == "partial" else "training"
+  echo(f"{tag}: {verb} ({config.train.steps} steps) in {workdir}.")
+  outcome, preempted = _train_one(config, workdir, state, info, mesh, _main_process())
+  walls.append(outcome.pop("this_wall_s"))
+  run.update(outcome)
+  if preempted:
+    echo(f"{tag}: preempted; rerun the same command to resume.")
+    return None
+  return run
+
+
+def _add_results(run: dict, config, ds, num_examples: int, tag: str, mesh, echo) -> None:
+  """Adds the logged metrics, timing, curves and per-image evaluation of a trained run."""
+  split, steps = config.train.eval_split, config.train.steps
+  records = read_metrics(run["workdir"])
+  run["final"] = final_record(records, split, steps)
+  run["test"] = final_record(records, "test", steps) if split != "test" else None
+  run["train_time_s"], run["steps_per_sec"] = train_timing(records)
+  run["curves"] = curves(records, split)
+  run["eval"] = None
+  if run["final"] is not None and run["status"] not in ("diverged", "error"):
+    try:
+      run["eval"] = evaluate_run(config, run["workdir"], ds, num_examples, mesh=mesh)
+    except FileNotFoundError as err:
+      echo(f"{tag}: no per-image evaluation ({err}).")
+
+
+def _write_outputs(summary: dict, runs: dict, base, ds, outdir: str, echo) -> None:
+  """The figures, ``report.md`` and ``summary.json`` of a comparison (main process only)."""
+  title = plots.title(base, len(summary["seeds"]))
+  figs = summary["figures"]
+  figs["learning_curves"] = plots.learning_curves(runs, os.path.join(outdir, CURVES_FILE), title)
+  figs["per_image_dice"] = plots.per_image_box(
+    runs, summary["ranking"], os.path.join(outdir, BOX_FILE), title
+  )
+  grid = plots.prediction_grid(
+    runs, os.path.join(outdir, GRID_FILE), class_names=ds.class_names, title=title
+  )
+  if grid:
+    figs["predictions"] = grid
+  summary["report"] = report.write_report(summary, os.path.join(outdir, REPORT_FILE), base)
+  _write_json(os.path.join(outdir, SUMMARY_FILE), verdict.jsonable(summary))
+  echo(f"Report: {summary['report']}")

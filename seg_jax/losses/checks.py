@@ -22,7 +22,11 @@ range [0, 3) (ignore_index=None; 12 of 128 pixels are outside it)``. Where and a
   host raises ``checkify.JaxRuntimeError``;
 * traced under a plain ``jax.jit`` (or ``grad``, ``vmap``): from the running program, through a
   host callback (``jax.debug.callback``), as ``jax.errors.JaxRuntimeError``, whose message also
-  carries the callback's traceback (and JAX logs it).
+  carries the callback's traceback (and JAX logs it). The callback runs on a host device: on a
+  GPU or TPU started with ``JAX_PLATFORMS=cuda`` (or ``tpu``) alone, list ``cpu`` too
+  (``JAX_PLATFORMS=cuda,cpu``), or the failed check surfaces as ``jax.debug.callback failed to
+  find a local CPU device``. :func:`checkified` needs no callback (measured on an H200,
+  2026-12-04: the trainer's checked steps ran with ``JAX_PLATFORMS=cuda``).
 
 Non-finite logits are found through the loss value: every registry loss returns NaN for them
 (``tests/test_losses_contract.py``), and only a non-finite value makes the checks scan the

@@ -1,4 +1,4 @@
-"""Segmentation models (Flax Linen). Needs the ``train`` extra (flax)."""
+"""Segmentation models (Flax NNX). Needs the ``train`` extra (flax)."""
 
 from seg_jax.models.unet import NORMS, ConvBlock, UNet
 

@@ -172,10 +172,9 @@ def _setup(config, workdir: str, mesh: Mesh | None) -> _Run:
   _check_batch("batch_size", t.batch_size, mesh.devices.size)
   _check_batch("eval_batch_size", eval_batch_size, mesh.devices.size)
   ds = _load_data(config)
-  model = build_model(config, ds.num_classes)
+  model = build_model(config, ds.num_classes, (*ds.spatial_shape, ds.in_channels))
   tx, schedule = make_optimizer(t)
-  input_shape = (*ds.spatial_shape, ds.in_channels)
-  state = abstract_state(model, tx, input_shape, mesh)
+  state = abstract_state(model, tx, mesh)
   n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state.params))
   outputs.echo(
     f"Model: U-Net features={config.model.features} depth={config.model.depth} "
@@ -188,7 +187,7 @@ def _setup(config, workdir: str, mesh: Mesh | None) -> _Run:
   )
   start = ckpt.latest_step()
   if start is None:
-    state = init_state(model, tx, input_shape, mesh, t.seed)
+    state = init_state(model, tx, mesh, t.seed)
   else:
     state = _restore(config, workdir, ckpt, state, start)
   run = _Run(

@@ -1,5 +1,13 @@
 """The training state and what it is made from: the model, the optimizer, the initialisation.
 
+The model is a Flax NNX :class:`seg_jax.models.UNet`, used in NNX's functional form: it is split
+(``nnx.split``) into a static graph definition and its variables, and the variables live in the
+:class:`TrainState` as plain nested dicts (``nnx.to_pure_dict``) keyed like the module's
+attributes (``params['down0']['conv0']['kernel']``). Inside a jitted step :func:`apply_model`
+merges them back (``nnx.merge``) into a module and calls it. The state is thus an ordinary pytree:
+``jax.jit`` donates it, ``jax.shard_map`` replicates it, optax updates it and orbax checkpoints it
+as it would any dict of arrays.
+
 :class:`TrainState` holds everything a step changes (parameters, batch statistics, optimizer
 state, step count), replicated over the ``'data'`` mesh. :func:`init_state` creates a fresh one;
 :func:`abstract_state` gives its structure (the restore target of a checkpoint) without running
@@ -15,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import optax
+from flax import nnx
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -31,8 +40,9 @@ class TrainState:
 
   Attributes:
     step: number of optimisation steps taken (int32 scalar).
-    params: model parameters.
-    batch_stats: batch-norm running statistics (empty unless ``model.norm == 'batch'``).
+    params: model parameters (``nnx.Param`` variables, as a nested dict of arrays).
+    batch_stats: batch-norm running statistics (``nnx.BatchStat`` variables, as a nested dict;
+      empty unless ``model.norm == 'batch'``).
     opt_state: optax optimizer state.
   """
 
@@ -42,12 +52,16 @@ class TrainState:
   opt_state: PyTree
 
 
-def build_model(config: ml_collections.ConfigDict, num_classes: int) -> UNet:
-  """The U-Net of ``config.model`` for data with ``num_classes`` classes."""
+def build_model(config: ml_collections.ConfigDict, num_classes: int, input_shape) -> UNet:
+  r"""The U-Net of ``config.model`` for inputs ``(*spatial, channels) = input_shape`` and data
+  with ``num_classes`` classes, as an *abstract* module (``nnx.eval_shape``: its variables are
+  ``jax.ShapeDtypeStruct``\ s, nothing is initialised). It gives the structure
+  (:func:`init_state` and :func:`abstract_state` make the variables) and the static graph
+  definition the steps merge the state into."""
   m = config.model
   norm = None if m.norm == "none" else m.norm
-  return UNet(
-    num_classes=train_config.output_channels(config, num_classes),
+  kwargs = dict(
+    spatial_dims=len(input_shape) - 1,
     features=m.features,
     depth=m.depth,
     norm=norm,
@@ -56,6 +70,14 @@ def build_model(config: ml_collections.ConfigDict, num_classes: int) -> UNet:
     dtype=jnp.bfloat16 if m.dtype == "bfloat16" else jnp.float32,
     deep_supervision=m.deep_supervision,
   )
+  num_outputs = train_config.output_channels(config, num_classes)
+  return nnx.eval_shape(lambda: UNet(input_shape[-1], num_outputs, **kwargs, rngs=nnx.Rngs(0)))
+
+
+def split_model(model: UNet):
+  """``(graphdef, params, batch_stats)`` of ``model``, the variables as nested dicts."""
+  graphdef, params, batch_stats = nnx.split(model, nnx.Param, nnx.BatchStat)
+  return graphdef, nnx.to_pure_dict(params), nnx.to_pure_dict(batch_stats)
 
 
 def make_optimizer(t: ml_collections.ConfigDict):
@@ -88,46 +110,46 @@ def make_optimizer(t: ml_collections.ConfigDict):
   return optax.chain(*parts, opt), schedule
 
 
-def _init_fn(model: UNet, tx, input_shape, seed: int):
+def _init_fn(model: UNet, tx, seed: int):
   def init():
-    x = jnp.zeros((1, *input_shape), jnp.float32)
-    variables = model.init(jax.random.key(seed), x, train=False)
-    params = variables["params"]
+    _, params, batch_stats = split_model(UNet(**model.config, rngs=nnx.Rngs(seed)))
     return TrainState(
       step=jnp.zeros((), jnp.int32),
       params=params,
-      batch_stats=variables.get("batch_stats", {}),
+      batch_stats=batch_stats,
       opt_state=tx.init(params),
     )
 
   return init
 
 
-def init_state(model: UNet, tx, input_shape, mesh: Mesh, seed: int) -> TrainState:
-  """A fresh state, replicated over ``mesh`` (the initialisation runs once, jitted)."""
+def init_state(model: UNet, tx, mesh: Mesh, seed: int) -> TrainState:
+  """A fresh state for ``model`` (of :func:`build_model`, initialised from ``nnx.Rngs(seed)``),
+  replicated over ``mesh`` (the initialisation runs once, jitted)."""
   # Runs once: compiling it without LLVM optimisations is several times faster on CPU (the
   # random initialisers' threefry code is otherwise slow to compile) and costs nothing at run.
   return jax.jit(
-    _init_fn(model, tx, input_shape, seed),
+    _init_fn(model, tx, seed),
     out_shardings=NamedSharding(mesh, P()),
     compiler_options={"xla_backend_optimization_level": 0},
   )()
 
 
-def abstract_state(model: UNet, tx, input_shape, mesh: Mesh) -> TrainState:
+def abstract_state(model: UNet, tx, mesh: Mesh) -> TrainState:
   r"""The state's structure as ``jax.ShapeDtypeStruct``\ s replicated over ``mesh``: the
   restore target of a checkpoint, obtained without running (or compiling) the initialisation."""
-  shapes = jax.eval_shape(_init_fn(model, tx, input_shape, 0))
+  shapes = jax.eval_shape(_init_fn(model, tx, 0))
   replicated = NamedSharding(mesh, P())
   return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=replicated), shapes)
 
 
 def apply_model(model: UNet, state: TrainState, params, images, *, train: bool):
-  """Model outputs and the new batch statistics."""
-  variables = {"params": params}
-  if jax.tree.leaves(state.batch_stats):
-    variables["batch_stats"] = state.batch_stats
-    if train:
-      out, updates = model.apply(variables, images, train=True, mutable=["batch_stats"])
-      return out, updates["batch_stats"]
-  return model.apply(variables, images, train=train), state.batch_stats
+  """Model outputs and the new batch statistics, inside a traced function: ``params`` and
+  ``state.batch_stats`` merged (``nnx.merge``) into ``model``'s graph definition and called.
+  With ``train``, batch norm uses and updates the batch statistics (averaged over the model's
+  ``axis_name``)."""
+  net = nnx.merge(nnx.graphdef(model), params, state.batch_stats)
+  out = net(images, train=train)
+  if train and jax.tree.leaves(state.batch_stats):
+    return out, nnx.to_pure_dict(nnx.state(net, nnx.BatchStat))
+  return out, state.batch_stats

@@ -160,6 +160,11 @@ def input_error(err, where: str, hint: str = "") -> Exception | None:
   ``FloatingPointError`` with the check's message, recognised by the message format of
   :mod:`seg_jax.losses`' value checks (``'<loss>: logits hold ...'``).
   """
+  # On the host first: throw() on device arrays reduces the per-device errors with a collective
+  # program, which XLA CPU aborted (all-gather rendezvous timeout) on a loaded 2-core machine.
+  # Several processes: the arrays span other processes' devices, so they stay global.
+  if all(getattr(x, "is_fully_addressable", True) for x in jax.tree.leaves(err)):
+    err = jax.device_get(err)
   try:
     err.throw()  # Its message names the first failure (err.get() lists every device's).
   except checkify.JaxRuntimeError as e:

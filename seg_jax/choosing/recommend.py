@@ -1,7 +1,7 @@
 r"""Which losses to try, from data-set statistics: the written-down rules of ``seg_jax.inspect``.
 
-Each rule reads the statistics dict of :func:`seg_jax.inspect.label_statistics` and, when its
-condition holds, names losses to try and/or loss options, with the reason and its sources. The
+Each rule reads the statistics dict of :func:`seg_jax.choosing.inspect.label_statistics` and, when
+its condition holds, names losses to try and/or loss options, with the reason and its sources. The
 rules and their thresholds are the constants below; ``docs/choosing.md`` (section "Rules used by
 seg_jax.inspect") states the same rules in prose. They are rules of thumb from the literature, to
 be *tested* on the user's data with ``python -m seg_jax.compare``, not verdicts: Ma et al. (2021)
@@ -44,8 +44,8 @@ Rules, in the order they are applied (``RULES``):
 
 Example::
 
-  from seg_jax import recommend
-  advice = recommend.recommend(stats)          # stats from seg_jax.inspect.label_statistics
+  from seg_jax.choosing import recommend
+  advice = recommend.recommend(stats)  # stats: seg_jax.choosing.inspect.label_statistics
   recommend.losses_to_try(advice)              # ['cross_entropy', 'dice_ce', 'dice', ...]
 """
 
@@ -325,7 +325,7 @@ RULES: tuple[Rule, ...] = (
 
 
 def recommend(stats: Mapping[str, Any]) -> list[Advice]:
-  """Applies :data:`RULES` to the statistics of :func:`seg_jax.inspect.label_statistics`.
+  """Applies :data:`RULES` to the statistics of :func:`seg_jax.choosing.inspect.label_statistics`.
 
   Args:
     stats: the statistics dict (keys ``classes``, ``empty_fraction``, ...).
@@ -336,7 +336,8 @@ def recommend(stats: Mapping[str, Any]) -> list[Advice]:
   for key in ("classes", "empty_fraction"):
     if key not in stats:
       raise KeyError(
-        f"recommend: stats has no {key!r}; pass the dict of seg_jax.inspect.label_statistics."
+        f"recommend: stats has no {key!r}; pass the dict of "
+        "seg_jax.choosing.inspect.label_statistics."
       )
   out = []
   for rule in RULES:
