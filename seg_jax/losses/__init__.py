@@ -21,6 +21,7 @@ from seg_jax.losses.compound import (
   dice_ce_loss,
   dice_focal_loss,
   dice_hausdorff_loss,
+  dice_skeleton_recall_loss,
   dice_topk_loss,
 )
 from seg_jax.losses.cross_entropy import binary_cross_entropy, cross_entropy
@@ -36,7 +37,8 @@ from seg_jax.losses.jaccard import jaccard_loss
 from seg_jax.losses.labels import check_labels
 from seg_jax.losses.lovasz import lovasz_loss
 from seg_jax.losses.mcc import mcc_loss
-from seg_jax.losses.registry import get, lookup, names, options, register
+from seg_jax.losses.registry import get, lookup, names, options, register, targets
+from seg_jax.losses.skeleton_recall import skeleton_recall_loss
 from seg_jax.losses.topk import topk_cross_entropy
 from seg_jax.losses.tversky import focal_tversky_loss, tversky_loss
 from seg_jax.losses.unified_focal import unified_focal_loss
@@ -58,6 +60,7 @@ __all__ = [
   "dice_focal_loss",
   "dice_hausdorff_loss",
   "dice_loss",
+  "dice_skeleton_recall_loss",
   "dice_topk_loss",
   "distance_transform_edt",
   "focal_loss",
@@ -74,7 +77,9 @@ __all__ = [
   "options",
   "register",
   "signed_distance_map",
+  "skeleton_recall_loss",
   "soft_skeleton",
+  "targets",
   "topk_cross_entropy",
   "tversky_loss",
   "unified_focal_loss",
