@@ -99,10 +99,10 @@ def test_train_batches_target_errors(ds):
 def _first_step(config, batch):
   """``(loss of the first train step on batch, model outputs before the update)``, 1 device."""
   ds = seg_data.load(config.data)
-  model = train.build_model(config, ds.num_classes)
+  model = train.build_model(config, ds.num_classes, (*ds.spatial_shape, ds.in_channels))
   tx, schedule = train.make_optimizer(config.train)
   mesh = train.make_mesh(jax.devices()[:1])
-  state = train.init_state(model, tx, (*ds.spatial_shape, ds.in_channels), mesh, 0)
+  state = train.init_state(model, tx, mesh, 0)
   outputs, _ = apply_model(model, state, state.params, batch["image"], train=True)
   step = make_train_step(model, build_loss(config), tx, schedule, mesh)
   _, out = step(state, batch)
