@@ -12,39 +12,12 @@ import jax.numpy as jnp
 import np_ref
 import numpy as np
 import pytest
-from scipy import ndimage
 
 from seg_jax.losses import cldice_loss
 from seg_jax.losses.cldice import soft_skeleton
 
-
 # ---------------------------------------------------------------- float64 reference
-def np_soft_skeleton(img, num_iter, domain):
-  """Soft skeleton of one image ``img`` (spatial dims only); ``domain`` = pixels inside."""
-  cross = ndimage.generate_binary_structure(img.ndim, 1)
-
-  def erode(t):
-    out = ndimage.minimum_filter(
-      np.where(domain, t, np.inf), footprint=cross, mode="constant", cval=np.inf
-    )
-    return np.where(domain, out, 0.0)
-
-  def dilate(t):
-    out = ndimage.maximum_filter(
-      np.where(domain, t, -np.inf), size=3, mode="constant", cval=-np.inf
-    )
-    return np.where(domain, out, 0.0)
-
-  def relu(t):
-    return np.maximum(t, 0.0)
-
-  img = np.where(domain, np.asarray(img, np.float64), 0.0)
-  skel = relu(img - dilate(erode(img)))
-  for _ in range(num_iter):
-    img = erode(img)
-    delta = relu(img - dilate(erode(img)))
-    skel = skel + relu(delta - skel * delta)
-  return skel
+np_soft_skeleton = np_ref.soft_skeleton
 
 
 def np_cldice(
@@ -146,11 +119,7 @@ def check(got, x, y, mode, **kw):
 MC = (2, 7, 6, 3)  # multiclass, 2D
 
 
-def _blobs(rng, shape, channels):
-  """Labels with thick and thin structures (smoothed noise thresholded into classes)."""
-  noise = ndimage.gaussian_filter(rng.standard_normal(shape), 1.0, axes=range(1, len(shape)))
-  q = np.quantile(noise, np.linspace(0, 1, channels + 1)[1:-1])
-  return np.searchsorted(q, noise).astype(np.int32)
+_blobs = np_ref.blobs
 
 
 def _mc(rng):

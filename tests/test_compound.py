@@ -235,6 +235,7 @@ def _component_options(fn):
   [
     ("dice_ce", ("dice", "cross_entropy"), ("dice_weight", "ce_weight")),
     ("dice_focal", ("dice", "focal"), ("dice_weight", "focal_weight")),
+    ("dice_topk", ("dice", "topk_cross_entropy"), ("dice_weight", "topk_weight")),
   ],
 )
 def test_preset_options_are_the_union_of_its_components(name, components, weights):

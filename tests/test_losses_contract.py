@@ -28,7 +28,14 @@ from seg_jax import losses
 NAMES = losses.names()
 REGION = [n for n in NAMES if "per_image" in losses.options(n)]
 # Sums of a pixel loss and a region loss: their masked 'mean' is no single weighting of 'none'.
-MIXED = {"dice_ce", "dice_focal", "unified_focal", "dice_boundary", "dice_hausdorff"}
+MIXED = {
+  "dice_ce",
+  "dice_focal",
+  "unified_focal",
+  "dice_boundary",
+  "dice_hausdorff",
+  "dice_skeleton_recall",
+}
 SHAPE = (8, 6, 5, 3)  # Batch 8: one image per device in the shard_map tests.
 
 # Every registry name of the losses issue's catalogue.
@@ -243,7 +250,16 @@ def test_shard_map_equals_single_device(name):
 # Binary (one sigmoid channel, integer 0/1 maps) and multilabel (dense 0/1 targets) under
 # shard_map, for the losses whose paths differ most between modes (Lovasz's hinge and all-gather,
 # the fused overlap sums, the sigmoid focal form, the distance maps, the skeletons).
-OTHER_MODES = ["lovasz", "dice", "focal", "tversky", "cldice", "hausdorff_dt", "unified_focal"]
+OTHER_MODES = [
+  "lovasz",
+  "dice",
+  "focal",
+  "tversky",
+  "cldice",
+  "hausdorff_dt",
+  "unified_focal",
+  "topk_cross_entropy",
+]
 
 
 @pytest.mark.parametrize("mode", ["binary", "multilabel"])

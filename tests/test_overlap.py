@@ -60,11 +60,15 @@ def ref_prepare(logits, labels, *, mode=None, from_logits=True, mask=None, ignor
   return mode, p, g, w
 
 
-def ref_stats(p, g, w, *, per_image, squared=False):
-  """Soft (I, P, G) per class: (batch, C) per image, else (C,)."""
+def ref_stats(p, g, w, *, per_image, squared=False, soft_labels=False):
+  """Soft (I, P, G) per class: (batch, C) per image, else (C,).
+
+  ``soft_labels``: the semimetric intersection (for every label form; equal for hard ones).
+  """
   axes = tuple(range(1, p.ndim - 1)) if per_image else tuple(range(p.ndim - 1))
+  semimetric = np_ref.semimetric_intersection(p, g, w, axes)
   w = w[..., None]
-  inter = (w * p * g).sum(axes)
+  inter = semimetric if soft_labels else (w * p * g).sum(axes)
   pred = (w * (p**2 if squared else p)).sum(axes)
   target = (w * (g**2 if squared else g)).sum(axes)
   return inter, pred, target
@@ -141,11 +145,14 @@ def ref_loss(
   beta=None,
   gamma=None,
   gdl_scaled=True,
+  soft_labels=False,
 ):
   mode, p, g, w = ref_prepare(
     logits, labels, mode=mode, from_logits=from_logits, mask=mask, ignore_index=ignore_index
   )
-  inter, pred, target = ref_stats(p, g, w, per_image=per_image, squared=squared)
+  inter, pred, target = ref_stats(
+    p, g, w, per_image=per_image, squared=squared, soft_labels=soft_labels
+  )
   if name == "generalized_dice":
     units = zip(inter, pred, target, strict=False) if per_image else [(inter, pred, target)]
     out = [
@@ -284,9 +291,9 @@ OPTION_SETS = [
 ]
 
 LOSS_VARIANTS = {
-  "dice": [{}, {"squared": True}, {"log": True}],
-  "log_cosh_dice": [{}],
-  "jaccard": [{}],
+  "dice": [{}, {"squared": True}, {"log": True}, {"soft_labels": True}],
+  "log_cosh_dice": [{}, {"soft_labels": True}],
+  "jaccard": [{}, {"soft_labels": True}],
   "tversky": [{}, {"alpha": 0.3, "beta": 0.7}, {"alpha": 1.0, "beta": 0.0}],
   "focal_tversky": [{}, {"gamma": 2.0, "alpha": 0.6, "beta": 0.4}],
   "generalized_dice": [{}],
@@ -654,6 +661,97 @@ def test_axis_name_matches_global_batch():
 
 
 # ----------------------------------------------------------------------------------------------
+# Soft labels: the semimetric intersection (Wang & Blaschko 2023).
+
+SOFT_LABEL_LOSSES = ("dice", "log_cosh_dice", "jaccard", "dice_ce", "dice_topk", "dice_boundary")
+
+
+@pytest.mark.parametrize("name", SOFT_LABEL_LOSSES)
+def test_soft_labels_equal_product_form_on_hard_labels(name, rng):
+  """Hard dense labels (one-hot, or 0/1 in multilabel mode, with a mask): both forms agree;
+  integer class maps give the same value bit for bit."""
+  z = (2.0 * rng.standard_normal((2, 5, 4, 3))).astype(np.float32)
+  y = rng.integers(0, 3, size=(2, 5, 4)).astype(np.int32)
+  m = (rng.random((2, 5, 4)) < 0.7).astype(np.float32)
+  onehot = np_ref.one_hot(y, 3).astype(np.float32)
+  multi = (rng.random((2, 5, 4, 3)) < 0.4).astype(np.float32)
+  for labels, opts in (
+    (onehot, {}),
+    (onehot, {"per_image": True, "reduction": "none"}),
+    (multi, {"mode": "multilabel", "mask": m}),
+  ):
+    product = losses.get(name, **opts)(z, labels)
+    semimetric = losses.get(name, soft_labels=True, **opts)(z, labels)
+    np.testing.assert_allclose(semimetric, product, rtol=1e-5, atol=1e-6, err_msg=f"{opts}")
+  assert losses.get(name, soft_labels=True)(z, y) == losses.get(name)(z, y)
+
+
+def _soft_target(rng, shape):
+  """Soft binary targets away from 0 and 1 (as after label smoothing or annotator averaging)."""
+  return rng.uniform(0.15, 0.85, shape).astype(np.float32)
+
+
+@pytest.mark.parametrize("name", ["dice", "jaccard"])
+def test_semimetric_form_is_minimised_at_the_soft_target(name, rng):
+  """For soft g the semimetric loss is 0 at p = g and larger at every nearby p, while the
+  product form at p = g is above its value at a sharpened p, and decreases along the direction
+  that sharpens g (so p = g is not even a local minimum of the classic form)."""
+  g = _soft_target(rng, (2, 6, 5, 1))
+  loss = {
+    soft: jax.jit(
+      functools.partial(losses.get(name, smooth=0.0, soft_labels=soft), from_logits=False)
+    )
+    for soft in (False, True)
+  }
+  at_g = {soft: float(loss[soft](g, g)) for soft in (False, True)}
+  assert abs(at_g[True]) < 1e-6, at_g
+  # The product form at p = g by hand, with S = sum g^2 and G = sum g: Dice 1 - 2S / 2G,
+  # Jaccard 1 - S / (2G - S); positive although the prediction is the target.
+  sq, total = float((g.astype(np.float64) ** 2).sum()), float(g.astype(np.float64).sum())
+  classic = 1 - sq / total if name == "dice" else 1 - sq / (2 * total - sq)
+  np.testing.assert_allclose(at_g[False], classic, rtol=1e-5)
+  assert classic > 0.1
+  for _ in range(20):
+    p = np.clip(g + 0.05 * rng.standard_normal(g.shape), 0, 1).astype(np.float32)
+    assert float(loss[True](p, g)) > at_g[True] + 1e-4
+  sharpen = (g > 0.5).astype(np.float32) - g  # Towards the nearest hard label.
+  for t in (0.1, 0.5, 1.0):
+    p = np.clip(g + t * sharpen, 0, 1)
+    assert float(loss[False](p, g)) < at_g[False] - 1e-3, t
+    assert float(loss[True](p, g)) > at_g[True] + 1e-3, t
+  # Gradient at p = g along the sharpening direction: negative for the product form.
+  slope = jax.jvp(lambda p: loss[False](p, g), (jnp.asarray(g),), (jnp.asarray(sharpen),))[1]
+  assert float(slope) < -1e-2, float(slope)
+
+
+def test_soft_labels_axis_name_matches_global_batch(rng):
+  """Dense soft labels under shard_map over 8 devices: equal to the float64 global reference."""
+  from jax.sharding import Mesh, PartitionSpec
+
+  z = (2.0 * rng.standard_normal((8, 5, 4, 3))).astype(np.float32)
+  y = np_ref.softmax(rng.standard_normal((8, 5, 4, 3))).astype(np.float32)
+  calls = [(n, pi) for n in ("dice", "jaccard") for pi in (False, True)]
+
+  def all_losses(a, b, axis_name=None):
+    return jnp.stack(
+      [losses.get(n, soft_labels=True)(a, b, per_image=pi, axis_name=axis_name) for n, pi in calls]
+    )
+
+  mesh = Mesh(np.array(jax.devices()[:8]), ("data",))
+  spec = PartitionSpec("data")
+  sharded = jax.jit(
+    jax.shard_map(
+      functools.partial(all_losses, axis_name="data"),
+      mesh=mesh,
+      in_specs=(spec, spec),
+      out_specs=PartitionSpec(),
+    )
+  )
+  want = [ref_loss(n, z, y, per_image=pi, soft_labels=True) for n, pi in calls]
+  np.testing.assert_allclose(sharded(z, y), want, rtol=2e-5, err_msg=str(calls))
+
+
+# ----------------------------------------------------------------------------------------------
 # Option errors.
 
 
@@ -673,6 +771,9 @@ def test_axis_name_matches_global_batch():
     ("dice", {"reduction": "none"}, ValueError, "per_image"),
     ("generalized_dice", {"reduction": "avg"}, ValueError, "reduction"),
     ("dice", {"per_image": "yes"}, TypeError, "per_image"),
+    ("dice", {"soft_labels": 1}, TypeError, "soft_labels"),
+    ("jaccard", {"soft_labels": "yes"}, TypeError, "soft_labels"),
+    ("dice", {"soft_labels": True, "squared": True}, ValueError, "soft_labels=True"),
   ],
 )
 def test_bad_options_raise(name, options, error, match):

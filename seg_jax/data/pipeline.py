@@ -49,6 +49,7 @@ import numpy as np
 from ml_collections import config_dict
 
 from seg_jax.data import catalogue, image_folder, synthetic_shapes
+from seg_jax.data import targets as loss_targets
 from seg_jax.data.dataset import Augment, SegDataset
 
 _BUILTIN = ("synthetic_shapes", "image_folder")
@@ -215,14 +216,42 @@ def _decode_raw(ds: SegDataset, split: str, index: int, record):
   return index, record
 
 
-def _augment(ds: SegDataset, split: str, item, rng: np.random.Generator):
+def _augment(ds: SegDataset, split: str, extra, item, rng: np.random.Generator):
   index, record = item
-  return ds.prepare(split, index, record, rng)
+  return _add_targets(ds, extra, ds.prepare(split, index, record, rng))
 
 
-def _no_augment(ds: SegDataset, split: str, item):
+def _no_augment(ds: SegDataset, split: str, extra, item):
   index, record = item
-  return ds.prepare(split, index, record, None)
+  return _add_targets(ds, extra, ds.prepare(split, index, record, None))
+
+
+def _add_targets(ds: SegDataset, extra, example: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+  """The example with the loss targets ``extra = (targets, channels)`` of its (augmented) label
+  (see :mod:`seg_jax.data.targets`)."""
+  targets, channels = extra
+  if not targets:
+    return example
+  made = loss_targets.compute(
+    targets,
+    example["label"],
+    num_classes=ds.num_classes,
+    channels=channels,
+    ignore_index=ds.ignore_index,
+  )
+  return {**example, **made}
+
+
+def _check_targets(targets, channels) -> tuple[dict[str, str], int]:
+  targets = dict(targets or {})
+  reserved = sorted(set(targets) & {"image", "label", "valid"})
+  if reserved:
+    raise ValueError(f"train_batches: targets may not be named {reserved} (batch fields).")
+  if targets and (isinstance(channels, bool) or not isinstance(channels, int) or channels < 1):
+    raise ValueError(
+      f"train_batches: targets need channels (the model's output channels), got {channels!r}."
+    )
+  return targets, channels
 
 
 def _process_rows(sharding, global_shape: tuple[int, ...]) -> np.ndarray:
@@ -305,6 +334,8 @@ def train_batches(
   sharding=None,
   augment: bool = True,
   split: str = "train",
+  targets=None,
+  channels: int | None = None,
 ) -> Iterator[dict]:
   r"""Infinite iterator of training batches; batch ``t`` depends only on ``(seed, t)``.
 
@@ -320,16 +351,22 @@ def train_batches(
       this sharding. ``None``: NumPy arrays (single process).
     augment: apply ``ds.augment``'s random zoom-crop, flips and rotations.
     split: the split to read.
+    targets: ``{option: kind}`` per-example loss targets to add to every batch under the
+      option's name (``seg_jax.losses.targets(loss_name)``), computed on the host from each
+      example's label after its augmentation (:mod:`seg_jax.data.targets`).
+    channels: the model's output channels (the channel count of distance-map targets; 1 for a
+      binary sigmoid output); needed with ``targets``.
 
   Returns:
-    An iterator (generator) of ``{'image': float32 (B, H, W, C), 'label': int32 (B, H, W)}``.
-    Arguments are checked when it is made, not at the first ``next``.
+    An iterator (generator) of ``{'image': float32 (B, H, W, C), 'label': int32 (B, H, W)}``
+    plus one entry per target. Arguments are checked when it is made, not at the first ``next``.
   """
   _check_batch(batch_size, "train_batches")
   if not isinstance(seed, int | np.integer) or not 0 <= seed < 2**32:
     raise ValueError(f"train_batches: seed must be an int in [0, 2**32), got {seed!r}.")
   if start_step < 0:
     raise ValueError(f"train_batches: start_step must be >= 0, got {start_step}.")
+  extra = _check_targets(targets, channels)
   source = ds.source(split)
   shape = (batch_size, *ds.spatial_shape, ds.in_channels)
   rows = _process_rows(sharding, shape)
@@ -341,9 +378,9 @@ def train_batches(
     .repeat()
   )
   if augment:
-    stream = stream.random_map(functools.partial(_augment, ds, split))
+    stream = stream.random_map(functools.partial(_augment, ds, split, extra))
   else:
-    stream = stream.map(functools.partial(_no_augment, ds, split))
+    stream = stream.map(functools.partial(_no_augment, ds, split, extra))
   steps = grain.MapDataset.range(int(start_step), 2**62).map(
     functools.partial(_train_batch, stream, rows, batch_size)
   )

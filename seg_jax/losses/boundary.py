@@ -70,7 +70,7 @@ def _class_average(values: jax.Array, weights: jax.Array) -> jax.Array:
   return safe_divide((values * weights).sum(-1), weights.sum())
 
 
-@register("boundary")
+@register("boundary", targets={"distance_maps": "signed_distance"})
 def boundary_loss(
   logits: jax.Array,
   labels: jax.Array,
@@ -181,7 +181,7 @@ def boundary_loss(
   return reduce_pixels(values, x.weights, reduction=reduction, axis_name=axis_name)
 
 
-@register("hausdorff_dt")
+@register("hausdorff_dt", targets={"distance_maps": "boundary_distance"})
 def hausdorff_dt_loss(
   logits: jax.Array,
   labels: jax.Array,

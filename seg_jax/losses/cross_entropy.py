@@ -660,6 +660,40 @@ def cross_entropy(
   """
   loss = "cross_entropy"
   _common.check_reduction(reduction, loss=loss)
+  x, v = prepare_ce(
+    logits,
+    labels,
+    mode=mode,
+    from_logits=from_logits,
+    mask=mask,
+    ignore_index=ignore_index,
+    class_weights=class_weights,
+    label_smoothing=label_smoothing,
+    loss=loss,
+  )
+  if x.mode != "multiclass":
+    return _sigmoid_loss(
+      x,
+      pos_weight=None,
+      label_smoothing=label_smoothing,
+      channel_weights=v,
+      reduction=reduction,
+      axis_name=axis_name,
+    )
+
+  values, norm = softmax_ce_values(x, v, label_smoothing)
+  return reduce_pixel_values(values, x.weights, reduction=reduction, axis_name=axis_name, norm=norm)
+
+
+def prepare_ce(
+  logits, labels, *, mode, from_logits, mask, ignore_index, class_weights, label_smoothing, loss
+) -> tuple[_common.Inputs, jax.Array | None]:
+  """Checks a cross-entropy call (label smoothing, class weights) and prepares its inputs.
+
+  Returns:
+    ``(inputs, v)``: the :class:`~seg_jax.losses._common.Inputs` and the class weights as a
+    float32 ``(C,)`` vector, or ``None``.
+  """
   _check_label_smoothing(label_smoothing, loss=loss)
   x = _common.prepare(
     logits,
@@ -672,17 +706,18 @@ def cross_entropy(
   )
   if class_weights is not None:
     _check_range("class_weights", class_weights, 0.0, None, loss=loss)
-  v = _common.check_class_vector("class_weights", class_weights, x.num_classes, loss=loss)
-  if x.mode != "multiclass":
-    return _sigmoid_loss(
-      x,
-      pos_weight=None,
-      label_smoothing=label_smoothing,
-      channel_weights=v,
-      reduction=reduction,
-      axis_name=axis_name,
-    )
+  return x, _common.check_class_vector("class_weights", class_weights, x.num_classes, loss=loss)
 
+
+def softmax_ce_values(
+  x: _common.Inputs, v: jax.Array | None, label_smoothing
+) -> tuple[jax.Array, jax.Array | None]:
+  """Per-pixel softmax cross-entropy ``ell_i`` (multiclass mode) and the normaliser of its mean.
+
+  ``ell_i = -sum_c v_c y~_ic log p_ic`` as in :func:`cross_entropy` (``v`` the class weights or
+  ``None``, ``label_smoothing`` the smoothing ``eps``), ``(batch, *spatial)``; the normaliser is
+  ``w_i sum_c v_c y_ic`` with class weights, else ``None`` (the pixel weights).
+  """
   ch = _Channels(x.scores.shape)
   eps = label_smoothing
   smooth = not _is_zero(eps)
@@ -709,4 +744,25 @@ def cross_entropy(
     if v is not None:
       per_class = ch.map(jnp.multiply, per_class, ch.vec(v))
     values = ch.sum(per_class)
-  return reduce_pixel_values(values, x.weights, reduction=reduction, axis_name=axis_name, norm=norm)
+  return values, norm
+
+
+def sigmoid_ce_values(x: _common.Inputs, channel_weights, label_smoothing) -> jax.Array:
+  """Per-pixel sigmoid cross-entropy, the channel mean ``(batch, *spatial)`` (binary/multilabel).
+
+  The per-pixel value of :func:`binary_cross_entropy` (``channel_weights`` scaling each channel's
+  term as in :func:`cross_entropy`'s sigmoid modes), before the mean over pixels.
+  """
+  ch = _Channels(x.scores.shape)  # channels written out (or kept last): one value per pixel
+  hard, y = sigmoid_targets(x, ch, label_smoothing)
+  cw = None if channel_weights is None else ch.vec(channel_weights)
+  if x.from_logits:
+    per_channel = ch.map(sigmoid_ce_from_logits, ch.split(x.scores), hard, y, None, cw)
+  else:
+
+    def fn(nls, nlc, p, q, hard_, y_, v_):
+      ce = sigmoid_ce(nls, nlc, hard_, y_)
+      return ce if v_ is None else v_ * ce
+
+    per_channel = sigmoid_apply(x, ch, fn, hard, y, cw)
+  return ch.sum(per_channel) * (1.0 / ch.c)

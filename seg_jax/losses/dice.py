@@ -185,10 +185,7 @@ def overlap_sums(x: Inputs, *, per_image: bool, axis_name=None, squared: bool = 
       x, probabilities(x), per_image=per_image, axis_name=axis_name, squared=squared
     )
   axes = x.spatial_axes if per_image else tuple(range(x.weights.ndim))
-  if not x.from_logits:
-    kind = "identity"
-  else:
-    kind = "softmax" if x.mode == "multiclass" else "sigmoid"
+  kind = _probability_kind(x)
   w = x.weights
   if x.class_map is not None and not squared:
     # Integer labels: channel c is class c (class 1 for the single binary channel).
@@ -206,6 +203,43 @@ def overlap_sums(x: Inputs, *, per_image: bool, axis_name=None, squared: bool = 
   if axis_name is not None:
     inter, pred, target = jax.lax.psum((inter, pred, target), axis_name)
   return inter, pred, target
+
+
+def _probability_kind(x: Inputs) -> str:
+  """How probabilities come from ``x.scores``: ``'identity'``, ``'softmax'`` or ``'sigmoid'``."""
+  if not x.from_logits:
+    return "identity"
+  return "softmax" if x.mode == "multiclass" else "sigmoid"
+
+
+def l1_sums(x: Inputs, *, per_image: bool, axis_name=None) -> jax.Array:
+  r"""Weighted L1 distances :math:`\sum_i w_i |p_{ic} - g_{ic}|` per class.
+
+  Shaped and pooled like the statistics of :func:`overlap_sums` (``(batch, C)`` per image, else
+  ``(C,)`` ``psum``-ed over ``axis_name``); gradients flow to the logits only.
+  """
+  g = jax.lax.stop_gradient(x.targets)
+  w = jax.lax.stop_gradient(x.weights)
+  axes = x.spatial_axes if per_image else tuple(range(w.ndim))
+  if x.num_classes > _MAX_UNROLLED_CHANNELS:
+    d = (w[..., None] * jnp.abs(probabilities(x) - g)).sum(axes)
+  else:
+    probs = _channel_probabilities(x.scores, _probability_kind(x))
+    d = jnp.stack([(w * jnp.abs(p - g[..., k])).sum(axes) for k, p in enumerate(probs)], -1)
+  if not per_image and axis_name is not None:
+    d = jax.lax.psum(d, axis_name)
+  return d
+
+
+def check_soft_labels(soft_labels, *, squared: bool, loss: str) -> None:
+  """Checks ``soft_labels`` (a flag; not with ``squared``, whose form needs no correction)."""
+  check_flag("soft_labels", soft_labels, loss=loss)
+  if soft_labels and squared:
+    raise ValueError(
+      f"{loss}: soft_labels=True applies to the L1 (non-squared) statistics; with squared=True "
+      "the loss is already minimised at p = g (1 - D = |p - g|_2^2 / (|p|_2^2 + |g|_2^2)), so "
+      "pass one of them."
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -230,6 +264,7 @@ def overlap_loss(
   ignore_empty: bool,
   squared: bool = False,
   per_unit: Callable[[jax.Array], jax.Array] | None = None,
+  soft_labels: bool = False,
 ) -> jax.Array:
   """Runs an overlap loss: prepare -> soft statistics -> per-class loss -> class mean -> reduce.
 
@@ -244,6 +279,9 @@ def overlap_loss(
     squared: use squared denominators in ``P`` and ``G``.
     per_unit: optional function applied to the class-mean loss of each image (``per_image``)
       or of the pooled batch, before the mean over images (e.g. log-cosh).
+    soft_labels: the semimetric intersection ``I = (P + G - sum_i w_i |p_i - g_i|) / 2`` for
+      dense labels (see :func:`dice_loss`); integer class maps are hard, for which it equals the
+      product form, which is used.
 
   Returns:
     The reduced loss, float32.
@@ -259,6 +297,8 @@ def overlap_loss(
   )
   cw = check_class_vector("class_weights", class_weights, x.num_classes, loss=loss)
   inter, pred, target = overlap_sums(x, per_image=per_image, axis_name=axis_name, squared=squared)
+  if soft_labels and x.class_map is None:
+    inter = 0.5 * (pred + target - l1_sums(x, per_image=per_image, axis_name=axis_name))
   values, counted = class_mean(
     per_class(inter, pred, target),
     target,
@@ -301,6 +341,7 @@ def dice_loss(
   ignore_empty: bool = False,
   squared: bool = False,
   log: bool = False,
+  soft_labels: bool = False,
 ) -> jax.Array:
   r"""Soft dice loss (Milletari et al. 2016), averaged over classes.
 
@@ -315,6 +356,23 @@ def dice_loss(
   With ``squared=True`` the denominator is :math:`\sum_i w_i p_{ic}^2 + \sum_i w_i g_{ic}^2 + s`
   (V-Net's form). The loss is the ``class_weights``-weighted mean of :math:`\ell_c` over the
   counted classes, then the mean over images (``per_image``).
+
+  Soft labels (``soft_labels=True``, Wang & Blaschko's Dice semimetric loss): with soft targets
+  (label smoothing, distillation, averaged annotators) the product intersection :math:`I_c` makes
+  :math:`1 - D_c` smallest at a sharpened prediction, not at :math:`p = g`. The semimetric form
+  replaces it by
+
+  .. math::
+    I_c = \tfrac12\Big(P_c + G_c - \sum_i w_i\,|p_{ic} - g_{ic}|\Big), \qquad
+    1 - D_c = \frac{\sum_i w_i |p_{ic} - g_{ic}|}{P_c + G_c + s},
+
+  which is 0 exactly at :math:`p = g` and positive elsewhere (where :math:`P_c + G_c > 0`). For
+  hard labels :math:`|p - g| = p + g - 2pg` pointwise, so both forms are equal; integer class maps
+  are hard and always use the product form (the option changes nothing for them). This is MONAI's
+  ``DiceLoss(soft_label=True)`` and segmentation_models_pytorch's ``soft_dice_score`` with soft
+  targets. Not with ``squared=True``, which needs no correction: V-Net's
+  :math:`1 - D_c = \sum_i w_i (p_{ic} - g_{ic})^2 / (\sum_i w_i p_{ic}^2 + \sum_i w_i g_{ic}^2)`
+  (for :math:`s = 0`) is already 0 only at :math:`p = g`.
 
   Conventions: a class with empty ground truth (:math:`G_c = 0`) gives
   :math:`D_c = s / (P_c + s)`: 1 (loss 0) if the prediction is empty too, :math:`\approx 0`
@@ -349,6 +407,8 @@ def dice_loss(
     ignore_empty: leave classes with empty ground truth out of the class mean.
     squared: squared terms in the denominator (Milletari's V-Net dice).
     log: the :math:`-\log D_c` form instead of :math:`1 - D_c`.
+    soft_labels: the semimetric intersection for dense soft labels (above); default False (the
+      product form, equal for hard labels).
 
   Returns:
     float32 scalar, or ``(batch,)`` for ``reduction='none'``. In :math:`[0, 1]` unless
@@ -358,6 +418,8 @@ def dice_loss(
     Milletari, Navab, Ahmadi. "V-Net: Fully Convolutional Neural Networks for Volumetric
     Medical Image Segmentation", 3DV 2016.
     Isensee et al. "nnU-Net", Nature Methods 2021 (batch dice).
+    Wang, Blaschko. "Dice Semimetric Losses: Optimizing the Dice Score with Soft Labels",
+    MICCAI 2023 (``soft_labels``).
 
   Example:
     >>> import jax.numpy as jnp
@@ -378,6 +440,7 @@ def dice_loss(
   )
   check_flag("squared", squared, loss=name)
   check_flag("log", log, loss=name)
+  check_soft_labels(soft_labels, squared=squared, loss=name)
 
   def per_class(inter, pred, target):
     d = dice_score(inter, pred, target, smooth)
@@ -399,6 +462,7 @@ def dice_loss(
     per_image=per_image,
     ignore_empty=ignore_empty,
     squared=squared,
+    soft_labels=soft_labels,
   )
 
 
@@ -419,6 +483,7 @@ def log_cosh_dice_loss(
   smooth: float = 1e-5,
   ignore_empty: bool = False,
   squared: bool = False,
+  soft_labels: bool = False,
 ) -> jax.Array:
   r"""Log-cosh dice loss (Jadon 2020): :math:`\log\cosh` of the dice loss.
 
@@ -434,7 +499,7 @@ def log_cosh_dice_loss(
   :math:`[0, \log\cosh 1 \approx 0.4338]`.
 
   All conventions (empty ground truth, ``ignore_empty``, ignored pixels, ``per_image``,
-  ``squared``) are those of :func:`dice_loss`.
+  ``squared``, ``soft_labels``) are those of :func:`dice_loss`.
 
   Args:
     logits: ``(batch, *spatial, C)`` scores; probabilities if ``from_logits=False``.
@@ -451,6 +516,7 @@ def log_cosh_dice_loss(
     smooth: :math:`s \ge 0`.
     ignore_empty: leave classes with empty ground truth out of the class mean.
     squared: squared terms in the dice denominator.
+    soft_labels: the semimetric intersection for soft labels, see :func:`dice_loss`.
 
   Returns:
     float32 scalar, or ``(batch,)`` for ``reduction='none'``.
@@ -476,6 +542,7 @@ def log_cosh_dice_loss(
     smooth=smooth,
   )
   check_flag("squared", squared, loss=name)
+  check_soft_labels(soft_labels, squared=squared, loss=name)
   return overlap_loss(
     logits,
     labels,
@@ -493,4 +560,5 @@ def log_cosh_dice_loss(
     ignore_empty=ignore_empty,
     squared=squared,
     per_unit=lambda v: jnp.log(jnp.cosh(v)),
+    soft_labels=soft_labels,
   )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import jax
 
 from seg_jax.losses._common import check_region_options, safe_divide
-from seg_jax.losses.dice import overlap_loss
+from seg_jax.losses.dice import check_soft_labels, overlap_loss
 from seg_jax.losses.registry import register
 
 
@@ -25,6 +25,7 @@ def jaccard_loss(
   per_image: bool = False,
   smooth: float = 1e-5,
   ignore_empty: bool = False,
+  soft_labels: bool = False,
 ) -> jax.Array:
   r"""Soft Jaccard (IoU) loss, averaged over classes.
 
@@ -46,6 +47,19 @@ def jaccard_loss(
   leaves such classes out of the class mean; images whose pixels are all ignored are left out of
   the mean over images.
 
+  Soft labels (``soft_labels=True``, Wang & Blaschko's Jaccard metric loss): the product
+  intersection is replaced by the semimetric one,
+
+  .. math::
+    I_c = \tfrac12\Big(P_c + G_c - \sum_i w_i\,|p_{ic} - g_{ic}|\Big), \qquad
+    1 - J_c = \frac{2\sum_i w_i |p_{ic} - g_{ic}|}{P_c + G_c + \sum_i w_i |p_{ic} - g_{ic}|}
+    \;\text{(for } s = 0),
+
+  a metric on soft labels, 0 exactly at :math:`p = g`; the product form is smallest at a
+  sharpened prediction when :math:`g` is soft. Both forms are equal for hard labels; integer class
+  maps always use the product form. As MONAI's ``soft_label=True`` (``DiceLoss(jaccard=True)``)
+  and segmentation_models_pytorch's soft Jaccard.
+
   Args:
     logits: ``(batch, *spatial, C)`` scores (1-3 spatial dims); probabilities if
       ``from_logits=False``.
@@ -63,6 +77,7 @@ def jaccard_loss(
     per_image: statistics per image then averaged, or (False) pooled over the batch.
     smooth: :math:`s \ge 0`, added to numerator and denominator.
     ignore_empty: leave classes with empty ground truth out of the class mean.
+    soft_labels: the semimetric intersection for dense soft labels (above); default False.
 
   Returns:
     float32 scalar in :math:`[0, 1]`, or ``(batch,)`` for ``reduction='none'``.
@@ -70,6 +85,8 @@ def jaccard_loss(
   References:
     Rahman, Wang. "Optimizing Intersection-Over-Union in Deep Neural Networks for Image
     Segmentation", ISVC 2016.
+    Wang, Blaschko. "Jaccard Metric Losses: Optimizing the Jaccard Index with Soft Labels",
+    NeurIPS 2023 (``soft_labels``).
 
   Example:
     >>> import jax.numpy as jnp
@@ -88,6 +105,7 @@ def jaccard_loss(
     ignore_empty=ignore_empty,
     smooth=smooth,
   )
+  check_soft_labels(soft_labels, squared=False, loss=name)
 
   def per_class(inter, pred, target):
     return 1.0 - safe_divide(inter + smooth, pred + target - inter + smooth, empty=1.0)
@@ -107,4 +125,5 @@ def jaccard_loss(
     class_weights=class_weights,
     per_image=per_image,
     ignore_empty=ignore_empty,
+    soft_labels=soft_labels,
   )

@@ -46,6 +46,11 @@ names the field.
     ``ignore_index``), non-finite model outputs and bad mask weights stop training with an error
     naming the value and the valid range, before any checkpoint of the run is written. Later
     steps use the unchecked step (0: never checked). Every evaluation batch is checked too.
+  precompute_targets: the per-example targets the loss declares (``seg_jax.losses.targets``:
+    the tubed skeleton of ``skeleton_recall``, the distance maps of ``boundary`` /
+    ``hausdorff_dt`` and their compounds) are computed on the host by the data pipeline, once per
+    (augmented) example, and passed to the loss; ``False``: the loss computes them inside the
+    step. Distance maps are not precomputed when ``loss.options.sampling`` is set.
 """
 
 from __future__ import annotations
@@ -136,6 +141,7 @@ def default_config() -> ml_collections.ConfigDict:
   t.num_plot_examples = 6
   t.progress_bar = True
   t.check_inputs_steps = 10
+  t.precompute_targets = True
   return c
 
 

@@ -50,7 +50,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from seg_jax import data as seg_data
-from seg_jax import metrics
+from seg_jax import losses, metrics
 from seg_jax.training import config as train_config
 from seg_jax.training import outputs
 from seg_jax.training.checkpoint import Checkpointer, Preemption
@@ -198,6 +198,19 @@ def _setup(config, workdir: str, mesh: Mesh | None) -> _Run:
   if run.is_main:
     outputs.write_config(workdir, config)
   return run
+
+
+def _loss_targets(config, num_classes: int) -> dict:
+  """``train_batches`` arguments for the per-example targets of the loss (none if the config
+  turns them off; distance maps only for unit spacing, which the host maps assume)."""
+  if not config.train.precompute_targets:
+    return {}
+  targets = losses.targets(config.loss.name)
+  if train_config.loss_options(config).get("sampling") is not None:
+    targets = {k: v for k, v in targets.items() if v == "tubed_skeleton"}
+  if not targets:
+    return {}
+  return {"targets": targets, "channels": train_config.output_channels(config, num_classes)}
 
 
 def _load_data(config):
@@ -350,7 +363,12 @@ def _train(run: _Run, preemption: Preemption) -> dict:
     dynamic_ncols=True,
   )
   batches = seg_data.train_batches(
-    run.ds, batch_size=t.batch_size, seed=t.seed, start_step=run.start, sharding=run.batch_sharding
+    run.ds,
+    batch_size=t.batch_size,
+    seed=t.seed,
+    start_step=run.start,
+    sharding=run.batch_sharding,
+    **_loss_targets(run.config, run.ds.num_classes),
   )
   final = None
   try:

@@ -48,14 +48,50 @@ from seg_jax.training.state import TrainState, apply_model
 
 
 def build_loss(config: ml_collections.ConfigDict, *, deep_supervision: bool = True):
-  """``fn(outputs, labels)``: the configured loss (with deep supervision if the model has it and
-  ``deep_supervision``), reduced over the global batch (``axis_name='data'``, to be called
-  inside the mesh)."""
+  """``fn(outputs, labels, **targets)``: the configured loss (with deep supervision if the model
+  has it and ``deep_supervision``), reduced over the global batch (``axis_name='data'``, to be
+  called inside the mesh).
+
+  ``fn.targets`` is the loss's ``{option: kind}`` per-example targets
+  (:func:`seg_jax.losses.targets`): the training batches carry them (computed by the data
+  pipeline) and :func:`make_train_step` passes ``batch[option]``. Under deep supervision a
+  precomputed target is given at each output's resolution: a ``tubed_skeleton`` class map is
+  sampled like the labels (strided, nearest), a distance map is given to the finest output only
+  (the coarser ones compute theirs from their labels, whose distances are in their own pixels).
+  """
   fn = losses.get(config.loss.name, **train_config.loss_options(config))
+  targets = losses.targets(config.loss.name)
   if config.model.deep_supervision and deep_supervision:
     weights = tuple(config.model.deep_supervision_weights) or None
-    fn = losses.deep_supervision(fn, weights)
-  return functools.partial(fn, axis_name=AXIS)
+    fn = _scaled_targets(losses.deep_supervision(fn, weights), targets)
+  fn = functools.partial(fn, axis_name=AXIS)
+  fn.targets = targets
+  return fn
+
+
+def _scaled_targets(ds_fn, targets: dict[str, str]):
+  """``ds_fn`` (a deep-supervision loss) taking full-resolution targets as keyword options."""
+  if not targets:
+    return ds_fn
+
+  def fn(outputs, labels, **kwargs):
+    per_output = {}
+    full = labels.shape[1:]
+    for option, kind in targets.items():
+      if kwargs.get(option) is None:
+        continue
+      value = kwargs.pop(option)
+      if kind != "tubed_skeleton":
+        per_output[option] = [value] + [None] * (len(outputs) - 1)
+        continue
+      scaled = []
+      for out in outputs:
+        steps = tuple(n // m for n, m in zip(full, out.shape[1:-1], strict=True))
+        scaled.append(value[(slice(None), *(slice(None, None, f) for f in steps))])
+      per_output[option] = scaled
+    return ds_fn(outputs, labels, per_output=per_output, **kwargs)
+
+  return fn
 
 
 def _all_finite(tree) -> jax.Array:
@@ -65,20 +101,26 @@ def _all_finite(tree) -> jax.Array:
 def make_train_step(model: UNet, loss_fn, tx, schedule, mesh: Mesh, *, checked: bool = False):
   """The jitted data-parallel step ``(state, batch) -> (state, metrics)``.
 
-  ``state`` is donated. ``metrics``: ``loss`` (global batch), ``grad_norm`` (before clipping),
+  ``state`` is donated. ``batch``: ``image``, ``label`` and the per-example targets of
+  ``loss_fn.targets`` (:func:`build_loss`; passed to the loss as keyword options when present).
+  ``metrics``: ``loss`` (global batch), ``grad_norm`` (before clipping),
   ``learning_rate`` (of this step), ``finite`` (False: the loss, the gradient, or the updated
   parameters, optimizer state or batch statistics were not finite, and the update was skipped).
 
   With ``checked``, the loss is :func:`seg_jax.losses.checked` and the step is checkified: it
   returns ``(err, (state, metrics))``, ``err`` a ``checkify.Error`` for :func:`input_error`.
   """
+  # The per-example targets the loss declares (build_loss) that the batch carries.
+  target_names = tuple(getattr(loss_fn, "targets", {}))
   if checked:
     loss_fn = losses.checked(loss_fn)
 
   def per_device(state: TrainState, batch):
+    extra = {k: batch[k] for k in target_names if k in batch}
+
     def compute_loss(params):
       out, batch_stats = apply_model(model, state, params, batch["image"], train=True)
-      return loss_fn(out, batch["label"]), batch_stats
+      return loss_fn(out, batch["label"], **extra), batch_stats
 
     (loss, batch_stats), grads = jax.value_and_grad(compute_loss, has_aux=True)(state.params)
     # `grads` is already the gradient of the global-batch loss, summed over the devices by
