@@ -68,6 +68,7 @@ __all__ = [
   "recall",
   "surface_dice",
   "surface_distances",
+  "surface_scores",
 ]
 
 _INT32_MAX = 2**31 - 1
@@ -495,6 +496,34 @@ def surface_dice(pred_mask, true_mask, spacing=None, *, tolerance: float = 1.0) 
   return _nsd_from(surface_distances(a, b, spacing), surface_distances(b, a, spacing), tolerance)
 
 
+def surface_scores(
+  pred_mask, true_mask, spacing=None, *, tolerance: float = 1.0, pooling: str = "max"
+) -> tuple[float, float]:
+  r"""``(hausdorff95(...), surface_dice(...))`` of one pair of masks, from one pair of distance
+  transforms (the two functions would compute them twice).
+
+  Same arguments and empty-mask conventions as :func:`hausdorff95` (NaN both empty, +inf one
+  empty) and :func:`surface_dice` (NaN both empty, 0 one empty).
+
+  Example:
+    >>> a = np.zeros((8, 8), bool); a[2:5, 2:5] = True
+    >>> b = np.zeros((8, 8), bool); b[2:5, 3:6] = True
+    >>> surface_scores(a, b, tolerance=0.5)
+    (1.0, 0.5)
+  """
+  a, b = _check_pair(pred_mask, true_mask, "surface_scores")
+  _check_percentile_pooling(95.0, pooling, "surface_scores")
+  tolerance = _check_tolerance(tolerance, "surface_scores")
+  spacing = _spacing(spacing, a.ndim)
+  has_a, has_b = a.any(), b.any()
+  if not has_a and not has_b:
+    return float("nan"), float("nan")
+  if not has_a or not has_b:
+    return float("inf"), 0.0
+  d_ab, d_ba = surface_distances(a, b, spacing), surface_distances(b, a, spacing)
+  return _hd_from(d_ab, d_ba, 95.0, pooling), _nsd_from(d_ab, d_ba, tolerance)
+
+
 class SegMetrics:
   r"""Exact accumulation of segmentation metrics over a split, on the host.
 
@@ -650,21 +679,17 @@ class SegMetrics:
 
   def _add_surface(self, j: int, pred: np.ndarray, truth: np.ndarray, spacing) -> None:
     """HD95 and NSD of foreground class ``j + 1`` on one image."""
-    has_p, has_t = bool(pred.any()), bool(truth.any())
-    if not has_p and not has_t:
+    hd, nsd = surface_scores(
+      pred, truth, spacing, tolerance=self.nsd_tolerance[j], pooling=self.hd95_pooling
+    )
+    if np.isnan(hd):
       self._both_empty[j] += 1
-      return
-    if not has_p or not has_t:
+    elif np.isinf(hd):
       self._one_empty[j] += 1
-      if self.nsd:
-        self._nsd[j].append(0.0)
-      return
-    d_pt = surface_distances(pred, truth, spacing)
-    d_tp = surface_distances(truth, pred, spacing)
-    if self.hd95:
-      self._hd95[j].append(_hd_from(d_pt, d_tp, 95.0, self.hd95_pooling))
-    if self.nsd:
-      self._nsd[j].append(_nsd_from(d_pt, d_tp, self.nsd_tolerance[j]))
+    elif self.hd95:
+      self._hd95[j].append(hd)
+    if self.nsd and not np.isnan(nsd):
+      self._nsd[j].append(nsd)
 
   def compute(self) -> dict[str, float | int]:
     """The metrics of everything added since the last :meth:`reset` (see the class docstring)."""

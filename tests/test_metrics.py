@@ -9,6 +9,7 @@ import json
 
 import jax
 import jax.numpy as jnp
+import np_ref
 import numpy as np
 import pytest
 from jax.sharding import Mesh
@@ -33,23 +34,6 @@ def ref_confusion(pred, label, num_classes, valid=None):
   return cm
 
 
-def ref_surface_points(mask, spacing):
-  """Physical coordinates of foreground pixels with a background or outside face neighbour."""
-  mask = np.asarray(mask, bool)
-  points = []
-  for index in zip(*np.nonzero(mask), strict=True):
-    on_surface = False
-    for axis in range(mask.ndim):
-      for step in (-1, 1):
-        n = list(index)
-        n[axis] += step
-        if not 0 <= n[axis] < mask.shape[axis] or not mask[tuple(n)]:
-          on_surface = True
-    if on_surface:
-      points.append(np.asarray(index, np.float64) * spacing)
-  return np.array(points)
-
-
 def ref_percentile(values, q):
   """Linear interpolation between closest ranks (the 'linear' method)."""
   v = np.sort(np.asarray(values, np.float64))
@@ -59,25 +43,8 @@ def ref_percentile(values, q):
   return v[lo] + (pos - lo) * (v[hi] - v[lo])
 
 
-def ref_directed(a, b, spacing):
-  """Distances from every surface point of ``a`` to the nearest of ``b`` and vice versa."""
-  spacing = np.asarray(spacing, np.float64)
-  pa, pb = ref_surface_points(a, spacing), ref_surface_points(b, spacing)
-  pairwise = np.sqrt(((pa[:, None, :] - pb[None, :, :]) ** 2).sum(-1))
-  return pairwise.min(1), pairwise.min(0)
-
-
-def ref_nsd(a, b, spacing, tolerance):
-  """Normalised surface Dice from its definition (Nikolov et al. 2021, one weight per surface
-  pixel): the share of both surfaces within ``tolerance`` of the other; NaN if both masks are
-  empty, 0 if one is."""
-  a, b = np.asarray(a, bool), np.asarray(b, bool)
-  if not a.any() and not b.any():
-    return np.nan
-  if not a.any() or not b.any():
-    return 0.0
-  d_ab, d_ba = ref_directed(a, b, spacing)
-  return (np.sum(d_ab <= tolerance) + np.sum(d_ba <= tolerance)) / (len(d_ab) + len(d_ba))
+ref_directed = np_ref.directed_surface_distances
+ref_nsd = np_ref.surface_dice
 
 
 def ref_hd(a, b, spacing, q=95, pooling="max"):
@@ -312,6 +279,9 @@ def test_surface_dice_matches_brute_force(shape, spacing, rng):
     for tol in (0.0, 1.3, 2.6):
       want = ref_nsd(a, b, spacing, tol)
       assert metrics.surface_dice(a, b, spacing, tolerance=tol) == pytest.approx(want, rel=1e-12)
+      hd, nsd = metrics.surface_scores(a, b, spacing, tolerance=tol)
+      assert hd == pytest.approx(ref_hd(a, b, spacing), rel=1e-12)
+      assert nsd == pytest.approx(want, rel=1e-12)
 
 
 # ---------------------------------------------------------------------- SegMetrics
