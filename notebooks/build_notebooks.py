@@ -613,8 +613,8 @@ choosing = [
   | situation | start with | why |
   |---|---|---|
   | any data | `cross_entropy` and `dice_ce` as references | CE is the standard; Dice + CE is nnU-Net's default and among the most robust in Ma et al. 2021 |
-  | rarest foreground class < 10 % of the pixels | `dice`, `dice_ce`, `focal_tversky`; under 1 % also `dice_focal` | overlap losses weigh a class by its size, not its pixel count (section 2); focal loss alone down-weights easy pixels but stays a pixel average |
-  | thin structures (vessels, roads) | add `cldice` | a 1-pixel break costs almost nothing in Dice but breaks the topology |
+  | rarest foreground class < 10 % of the pixels | `dice`, `dice_ce`, `dice_topk`, `focal_tversky`; under 1 % also `dice_focal` | overlap losses weigh a class by its size, not its pixel count (section 2); focal loss alone down-weights easy pixels but stays a pixel average |
+  | thin structures (vessels, roads) | add `cldice`, `dice_skeleton_recall` | a 1-pixel break costs almost nothing in Dice but breaks the topology |
   | small objects, boundary quality | `dice_boundary`, `dice_hausdorff` (a distance loss added to Dice) | they weigh errors by their distance to the true contour |
   | many images without foreground | keep batch statistics (`per_image=False`, the default) or `ignore_empty=True` | per-image Dice is 0/0 there, decided by the smoothing constant |
 
@@ -666,7 +666,7 @@ choosing = [
   # 2. Train one model per loss, everything else identical; report.md + figures in the
   #    comparison's directory (finished losses are not trained again).
   python -m seg_jax.compare --config=configs/default.py --config.data.config=imbalanced \
-      --losses=cross_entropy,dice_ce,dice,focal_tversky
+      --losses=cross_entropy,dice_ce,dice,dice_topk,focal_tversky
   ```
 
   The exact `compare` command `inspect` printed for the imbalanced data above:

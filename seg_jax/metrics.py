@@ -1,5 +1,6 @@
 r"""Segmentation metrics accumulated exactly over a whole split: confusion counts, Dice, IoU,
-precision, recall, and the 95th-percentile Hausdorff distance of binary masks.
+precision, recall, and, per image and foreground class, the 95th-percentile Hausdorff distance
+(HD95) and the normalised surface Dice (NSD) at a tolerance.
 
 Everything derives from the confusion matrix ``cm`` of a split, ``cm[t, p]`` = number of counted
 pixels whose true class is ``t`` and predicted class is ``p`` (rows truth, columns prediction,
@@ -30,12 +31,19 @@ Conventions:
   left out too.
 * Means (``dice_mean``, ...) are over the foreground classes ``1 .. C-1`` (class 0 is the
   background); for binary data that is the foreground class alone.
+* The surface metrics (HD95, NSD) are per image and foreground class, from the *surface* pixels
+  of the two masks (:func:`surface_distances`), then averaged over the images of the split (each
+  image counts once, whatever the batching) and over the foreground classes. Empty masks follow
+  MONAI: HD95 is undefined if either mask is empty (left out, counted apart); NSD is undefined
+  (left out) if both are empty and 0 if exactly one is.
 
 References:
   L. R. Dice. "Measures of the Amount of Ecologic Association Between Species." Ecology 1945.
   M. Everingham et al. "The PASCAL Visual Object Classes (VOC) Challenge." IJCV 2010 (IoU).
   D. P. Huttenlocher et al. "Comparing images using the Hausdorff distance." TPAMI 1993.
   L. Maier-Hein et al. "Metrics reloaded." Nature Methods 2024 (conventions for empty masks).
+  S. Nikolov et al. "Clinically applicable segmentation of head and neck anatomy for
+  radiotherapy: deep learning algorithm development and validation study." JMIR 2021 (NSD).
 """
 
 from __future__ import annotations
@@ -58,7 +66,9 @@ __all__ = [
   "precision",
   "predict_labels",
   "recall",
+  "surface_dice",
   "surface_distances",
+  "surface_scores",
 ]
 
 _INT32_MAX = 2**31 - 1
@@ -347,6 +357,42 @@ def surface_distances(from_mask, to_mask, spacing=None) -> np.ndarray:
   return dist_to_b[_surface(a)]
 
 
+def _check_pair(pred_mask, true_mask, fn: str) -> tuple[np.ndarray, np.ndarray]:
+  a = np.asarray(pred_mask) != 0
+  b = np.asarray(true_mask) != 0
+  if a.shape != b.shape:
+    raise ValueError(f"{fn}: pred_mask {a.shape} and true_mask {b.shape} differ in shape.")
+  if not 1 <= a.ndim <= 3:
+    raise ValueError(f"{fn}: masks must have 1-3 spatial dims, got shape {a.shape}.")
+  return a, b
+
+
+def _check_percentile_pooling(percentile, pooling, fn: str) -> None:
+  if pooling not in ("max", "pooled"):
+    raise ValueError(f"{fn}: pooling must be 'max' or 'pooled', got {pooling!r}.")
+  if not 0 <= percentile <= 100:
+    raise ValueError(f"{fn}: percentile must be in [0, 100], got {percentile}.")
+
+
+def _check_tolerance(tolerance, fn: str, name: str = "tolerance") -> float:
+  if isinstance(tolerance, bool) or not isinstance(tolerance, int | float | np.number):
+    raise TypeError(f"{fn}: {name} must be a number, got {tolerance!r}.")
+  if not np.isfinite(tolerance) or tolerance < 0:
+    raise ValueError(f"{fn}: {name} must be finite and >= 0, got {tolerance}.")
+  return float(tolerance)
+
+
+def _hd_from(d_ab, d_ba, percentile, pooling) -> float:
+  if pooling == "pooled":
+    return float(np.percentile(np.concatenate([d_ab, d_ba]), percentile))
+  return float(max(np.percentile(d_ab, percentile), np.percentile(d_ba, percentile)))
+
+
+def _nsd_from(d_ab, d_ba, tolerance) -> float:
+  within = np.count_nonzero(d_ab <= tolerance) + np.count_nonzero(d_ba <= tolerance)
+  return float(within / (d_ab.size + d_ba.size))
+
+
 def hausdorff95(
   pred_mask, true_mask, spacing=None, *, percentile: float = 95.0, pooling: str = "max"
 ) -> float:
@@ -384,27 +430,98 @@ def hausdorff95(
     >>> hausdorff95(a, b)
     1.0
   """
-  a = np.asarray(pred_mask) != 0
-  b = np.asarray(true_mask) != 0
-  if a.shape != b.shape:
-    raise ValueError(f"hausdorff95: pred_mask {a.shape} and true_mask {b.shape} differ in shape.")
-  if not 1 <= a.ndim <= 3:
-    raise ValueError(f"hausdorff95: masks must have 1-3 spatial dims, got shape {a.shape}.")
-  if pooling not in ("max", "pooled"):
-    raise ValueError(f"hausdorff95: pooling must be 'max' or 'pooled', got {pooling!r}.")
-  if not 0 <= percentile <= 100:
-    raise ValueError(f"hausdorff95: percentile must be in [0, 100], got {percentile}.")
+  a, b = _check_pair(pred_mask, true_mask, "hausdorff95")
+  _check_percentile_pooling(percentile, pooling, "hausdorff95")
   spacing = _spacing(spacing, a.ndim)
   has_a, has_b = a.any(), b.any()
   if not has_a and not has_b:
     return float("nan")
   if not has_a or not has_b:
     return float("inf")
-  d_ab = surface_distances(a, b, spacing)
-  d_ba = surface_distances(b, a, spacing)
-  if pooling == "pooled":
-    return float(np.percentile(np.concatenate([d_ab, d_ba]), percentile))
-  return float(max(np.percentile(d_ab, percentile), np.percentile(d_ba, percentile)))
+  return _hd_from(
+    surface_distances(a, b, spacing), surface_distances(b, a, spacing), percentile, pooling
+  )
+
+
+def surface_dice(pred_mask, true_mask, spacing=None, *, tolerance: float = 1.0) -> float:
+  r"""Normalised surface Dice (NSD) at ``tolerance`` between two binary masks of one image.
+
+  The fraction of the two surfaces that lies within ``tolerance`` of the other surface. With
+  :math:`S_P, S_G` the surface pixels of prediction and truth (:func:`surface_distances`: mask
+  pixels with a background face neighbour or on the image border) and :math:`d(x, S)` the
+  Euclidean distance (in ``spacing`` units, between pixel centres) from :math:`x` to the nearest
+  pixel of :math:`S`:
+
+  .. math::
+
+    \mathrm{NSD}_	au = rac{|\{x \in S_P : d(x, S_G) \le 	au\}| + |\{y \in S_G : d(y, S_P)
+    \le 	au\}|}{|S_P| + |S_G|}.
+
+  This is Nikolov et al.'s surface Dice with every surface pixel weighing 1 (MONAI
+  ``compute_surface_dice(use_subvoxels=False)``, same surfaces, distances and :math:`\le`); the
+  DeepMind ``surface-distance`` package weighs surface elements by their area instead, which
+  differs slightly on curved or oblique contours.
+
+  Empty masks (MONAI's convention): NaN if both are empty (no surface to delineate: undefined),
+  0.0 if exactly one is (none of the other surface is within any tolerance).
+
+  Args:
+    pred_mask: binary mask ``(*spatial)``, 1-3 dims; nonzero = foreground.
+    true_mask: binary mask of the same shape.
+    spacing: pixel size per axis (a number or one per axis); default 1.
+    tolerance: the accepted deviation :math:`	au` >= 0, in ``spacing`` units (pixels when
+      ``spacing`` is not given); default 1.
+
+  Returns:
+    NSD in [0, 1] as a Python float (NaN if both masks are empty).
+
+  References:
+    S. Nikolov et al., "Clinically applicable segmentation of head and neck anatomy for
+    radiotherapy", JMIR 2021 (arXiv:1809.04430); MONAI ``monai.metrics.compute_surface_dice``.
+
+  Example:
+    >>> a = np.zeros((8, 8), bool); a[2:5, 2:5] = True
+    >>> b = np.zeros((8, 8), bool); b[2:5, 3:6] = True
+    >>> surface_dice(a, b, tolerance=0.5), surface_dice(a, b, tolerance=1.0)
+    (0.5, 1.0)
+  """
+  a, b = _check_pair(pred_mask, true_mask, "surface_dice")
+  tolerance = _check_tolerance(tolerance, "surface_dice")
+  spacing = _spacing(spacing, a.ndim)
+  has_a, has_b = a.any(), b.any()
+  if not has_a and not has_b:
+    return float("nan")
+  if not has_a or not has_b:
+    return 0.0
+  return _nsd_from(surface_distances(a, b, spacing), surface_distances(b, a, spacing), tolerance)
+
+
+def surface_scores(
+  pred_mask, true_mask, spacing=None, *, tolerance: float = 1.0, pooling: str = "max"
+) -> tuple[float, float]:
+  r"""``(hausdorff95(...), surface_dice(...))`` of one pair of masks, from one pair of distance
+  transforms (the two functions would compute them twice).
+
+  Same arguments and empty-mask conventions as :func:`hausdorff95` (NaN both empty, +inf one
+  empty) and :func:`surface_dice` (NaN both empty, 0 one empty).
+
+  Example:
+    >>> a = np.zeros((8, 8), bool); a[2:5, 2:5] = True
+    >>> b = np.zeros((8, 8), bool); b[2:5, 3:6] = True
+    >>> surface_scores(a, b, tolerance=0.5)
+    (1.0, 0.5)
+  """
+  a, b = _check_pair(pred_mask, true_mask, "surface_scores")
+  _check_percentile_pooling(95.0, pooling, "surface_scores")
+  tolerance = _check_tolerance(tolerance, "surface_scores")
+  spacing = _spacing(spacing, a.ndim)
+  has_a, has_b = a.any(), b.any()
+  if not has_a and not has_b:
+    return float("nan"), float("nan")
+  if not has_a or not has_b:
+    return float("inf"), 0.0
+  d_ab, d_ba = surface_distances(a, b, spacing), surface_distances(b, a, spacing)
+  return _hd_from(d_ab, d_ba, 95.0, pooling), _nsd_from(d_ab, d_ba, tolerance)
 
 
 class SegMetrics:
@@ -416,10 +533,14 @@ class SegMetrics:
   Args:
     num_classes: number of classes ``C >= 2`` (class 0 is the background).
     class_names: names used in the keys (default ``class_0``, ``class_1``, ...).
-    hd95: compute HD95 of the foreground class per image (binary data only; default: when
-      ``num_classes == 2``). HD95 needs the class maps, so it is computed in :meth:`update`.
-    spacing: pixel spacing for HD95 (a number or one per spatial axis).
+    hd95: compute HD95 per image and foreground class (default true). The surface metrics need
+      the class maps, so they are computed in :meth:`update` (two distance transforms per image
+      and foreground class, shared by HD95 and NSD).
+    nsd: compute the normalised surface Dice per image and foreground class (default true).
+    spacing: pixel spacing for HD95 and NSD (a number or one per spatial axis).
     hd95_pooling: ``'max'`` or ``'pooled'`` (see :func:`hausdorff95`).
+    nsd_tolerance: the NSD tolerance in ``spacing`` units (pixels by default): a number, or one
+      per foreground class (``C - 1`` numbers, as MONAI's ``class_thresholds``); default 1.
 
   :meth:`compute` returns a dict of finite Python numbers:
 
@@ -428,10 +549,16 @@ class SegMetrics:
     the background included;
   * ``accuracy``: fraction of counted pixels classified correctly; ``num_pixels``: pixels
     counted;
-  * with HD95: ``hd95`` (mean over the images where prediction and truth both have foreground),
-    ``hd95_images`` (how many such images), ``hd95_one_empty`` (images where exactly one of the
-    two is empty: undefined HD95, excluded from the mean but counted here so that a model
-    predicting nothing cannot look good), ``hd95_both_empty``.
+  * with HD95: ``hd95/<name>`` per foreground class, the mean over the images where prediction
+    and truth both have the class; ``hd95``, the mean of those over the foreground classes (for
+    binary data the mean over images); ``hd95_images`` (the (image, class) pairs averaged),
+    ``hd95_one_empty`` (pairs where exactly one of the two is empty: undefined HD95, excluded
+    from the mean but counted here so that a model predicting nothing cannot look good),
+    ``hd95_both_empty``, all three summed over the foreground classes;
+  * with NSD: ``nsd/<name>`` per foreground class, the mean over the images where prediction or
+    truth has the class (an image where only one has it counts 0, MONAI's convention); ``nsd_mean``,
+    the mean of those over the foreground classes; ``nsd_images``, the (image, class) pairs
+    averaged.
 
   Undefined values (see the module docstring) are left out of the dict rather than given as NaN,
   so it can be written as strict JSON.
@@ -440,8 +567,8 @@ class SegMetrics:
     >>> m = SegMetrics(2, ["background", "fg"])
     >>> m.update(np.array([[[0, 1], [1, 1]]]), np.array([[[0, 1], [0, 1]]]))
     >>> r = m.compute()
-    >>> round(r["dice/fg"], 4), r["hd95_images"]
-    (0.8, 1)
+    >>> round(r["dice/fg"], 4), r["hd95_images"], r["nsd_mean"]
+    (0.8, 1, 1.0)
   """
 
   def __init__(
@@ -449,9 +576,11 @@ class SegMetrics:
     num_classes: int,
     class_names: Sequence[str] | None = None,
     *,
-    hd95: bool | None = None,
+    hd95: bool = True,
+    nsd: bool = True,
     spacing=None,
     hd95_pooling: str = "max",
+    nsd_tolerance: float | Sequence[float] = 1.0,
   ):
     if not isinstance(num_classes, int | np.integer) or isinstance(num_classes, bool):
       raise TypeError(f"SegMetrics: num_classes must be an int, got {num_classes!r}.")
@@ -467,25 +596,41 @@ class SegMetrics:
       raise ValueError(
         f"SegMetrics: class_names must be {num_classes} distinct names, got {class_names}."
       )
-    if hd95 is None:
-      hd95 = num_classes == 2
-    if hd95 and num_classes != 2:
-      raise ValueError(f"SegMetrics: hd95 is for binary data (2 classes), got {num_classes}.")
     if hd95_pooling not in ("max", "pooled"):
       raise ValueError(f"SegMetrics: hd95_pooling must be 'max' or 'pooled', got {hd95_pooling!r}.")
+    if isinstance(nsd_tolerance, Sequence | np.ndarray) and not isinstance(nsd_tolerance, str):
+      if len(nsd_tolerance) != num_classes - 1:
+        raise ValueError(
+          f"SegMetrics: nsd_tolerance must be a number or one number per foreground class "
+          f"({num_classes - 1}), got {list(nsd_tolerance)}."
+        )
+      tolerances = tuple(
+        _check_tolerance(t, "SegMetrics", f"nsd_tolerance[{i}]")
+        for i, t in enumerate(nsd_tolerance)
+      )
+    else:
+      tolerances = (_check_tolerance(nsd_tolerance, "SegMetrics", "nsd_tolerance"),) * (
+        num_classes - 1
+      )
+    if spacing is not None:
+      _spacing(spacing, np.size(spacing))  # Positive and finite; the rank is checked per image.
     self.num_classes = int(num_classes)
     self.class_names = class_names
     self.hd95 = bool(hd95)
+    self.nsd = bool(nsd)
     self.spacing = spacing
     self.hd95_pooling = hd95_pooling
+    self.nsd_tolerance = tolerances
     self.reset()
 
   def reset(self) -> None:
     """Forgets everything accumulated."""
     self.confusion_matrix = np.zeros((self.num_classes, self.num_classes), np.int64)
-    self._hd95: list[float] = []
-    self._one_empty = 0
-    self._both_empty = 0
+    fg = self.num_classes - 1
+    self._hd95: list[list[float]] = [[] for _ in range(fg)]
+    self._nsd: list[list[float]] = [[] for _ in range(fg)]
+    self._one_empty = np.zeros(fg, np.int64)
+    self._both_empty = np.zeros(fg, np.int64)
 
   def add_confusion(self, cm) -> None:
     """Adds a ``(C, C)`` confusion matrix (e.g. from :func:`confusion` on device)."""
@@ -506,16 +651,21 @@ class SegMetrics:
       preds: predicted classes (:func:`predict_labels` of the logits).
       labels: true classes; values outside ``[0, C)`` are ignored pixels.
       valid: optional bool ``(batch,)`` (padded examples are False) or per-pixel mask. For
-        HD95, invalid examples are skipped and invalid pixels are background in both masks.
+        the surface metrics, invalid examples are skipped and invalid (or ignored) pixels are
+        background in both masks.
     """
     preds = np.asarray(preds)
     labels = np.asarray(labels)
     valid = None if valid is None else np.asarray(valid, bool)
     self.confusion_matrix += confusion_np(preds, labels, self.num_classes, valid)
-    if not self.hd95:
+    if not (self.hd95 or self.nsd):
       return
-    if labels.ndim < 2:
-      raise ValueError(f"SegMetrics.update: HD95 needs (batch, *spatial) maps, got {labels.shape}.")
+    if not 2 <= labels.ndim <= 4:
+      raise ValueError(
+        f"SegMetrics.update: HD95 and NSD need (batch, *spatial) maps with 1-3 spatial dims, got "
+        f"{labels.shape}; pass hd95=False, nsd=False for other shapes."
+      )
+    spacing = _spacing(self.spacing, labels.ndim - 1)
     for i in range(labels.shape[0]):
       counted = (labels[i] >= 0) & (labels[i] < self.num_classes)
       if valid is not None:
@@ -524,18 +674,22 @@ class SegMetrics:
             continue
         else:
           counted &= valid[i]
-      value = hausdorff95(
-        (preds[i] == 1) & counted,
-        (labels[i] == 1) & counted,
-        self.spacing,
-        pooling=self.hd95_pooling,
-      )
-      if np.isnan(value):
-        self._both_empty += 1
-      elif np.isinf(value):
-        self._one_empty += 1
-      else:
-        self._hd95.append(value)
+      for j, c in enumerate(range(1, self.num_classes)):
+        self._add_surface(j, (preds[i] == c) & counted, (labels[i] == c) & counted, spacing)
+
+  def _add_surface(self, j: int, pred: np.ndarray, truth: np.ndarray, spacing) -> None:
+    """HD95 and NSD of foreground class ``j + 1`` on one image."""
+    hd, nsd = surface_scores(
+      pred, truth, spacing, tolerance=self.nsd_tolerance[j], pooling=self.hd95_pooling
+    )
+    if np.isnan(hd):
+      self._both_empty[j] += 1
+    elif np.isinf(hd):
+      self._one_empty[j] += 1
+    elif self.hd95:
+      self._hd95[j].append(hd)
+    if self.nsd and not np.isnan(nsd):
+      self._nsd[j].append(nsd)
 
   def compute(self) -> dict[str, float | int]:
     """The metrics of everything added since the last :meth:`reset` (see the class docstring)."""
@@ -559,9 +713,21 @@ class SegMetrics:
     if total:
       out["accuracy"] = float(np.trace(self.confusion_matrix) / total)
     if self.hd95:
-      if self._hd95:
-        out["hd95"] = float(np.mean(self._hd95))
-      out["hd95_images"] = len(self._hd95)
-      out["hd95_one_empty"] = self._one_empty
-      out["hd95_both_empty"] = self._both_empty
+      self._surface_keys(out, "hd95", "hd95", self._hd95)
+      out["hd95_images"] = sum(len(v) for v in self._hd95)
+      out["hd95_one_empty"] = int(self._one_empty.sum())
+      out["hd95_both_empty"] = int(self._both_empty.sum())
+    if self.nsd:
+      self._surface_keys(out, "nsd", "nsd_mean", self._nsd)
+      out["nsd_images"] = sum(len(v) for v in self._nsd)
     return out
+
+  def _surface_keys(self, out: dict, prefix: str, mean_key: str, values) -> None:
+    """``<prefix>/<name>`` per foreground class and ``mean_key`` over the defined classes."""
+    means = np.array([np.mean(v) if v else np.nan for v in values])
+    for name, v in zip(self.class_names[1:], means, strict=True):
+      if np.isfinite(v):
+        out[f"{prefix}/{name}"] = float(v)
+    mean = foreground_mean(np.concatenate([[np.nan], means]))
+    if np.isfinite(mean):
+      out[mean_key] = mean

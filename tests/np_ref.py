@@ -224,3 +224,41 @@ def blobs(rng, shape, channels):
   noise = ndimage.gaussian_filter(rng.standard_normal(shape), 1.0, axes=range(1, len(shape)))
   q = np.quantile(noise, np.linspace(0, 1, channels + 1)[1:-1])
   return np.searchsorted(q, noise).astype(np.int32)
+
+
+def surface_points(mask, spacing):
+  """Physical coordinates of foreground pixels with a background or outside face neighbour."""
+  mask = np.asarray(mask, bool)
+  points = []
+  for index in zip(*np.nonzero(mask), strict=True):
+    on_surface = False
+    for axis in range(mask.ndim):
+      for step in (-1, 1):
+        n = list(index)
+        n[axis] += step
+        if not 0 <= n[axis] < mask.shape[axis] or not mask[tuple(n)]:
+          on_surface = True
+    if on_surface:
+      points.append(np.asarray(index, np.float64) * spacing)
+  return np.array(points)
+
+
+def directed_surface_distances(a, b, spacing):
+  """Distances from every surface point of ``a`` to the nearest of ``b`` and vice versa."""
+  spacing = np.asarray(spacing, np.float64)
+  pa, pb = surface_points(a, spacing), surface_points(b, spacing)
+  pairwise = np.sqrt(((pa[:, None, :] - pb[None, :, :]) ** 2).sum(-1))
+  return pairwise.min(1), pairwise.min(0)
+
+
+def surface_dice(a, b, spacing, tolerance):
+  """Normalised surface Dice from its definition (Nikolov et al. 2021, one weight per surface
+  pixel): the share of both surfaces within ``tolerance`` of the other; NaN if both masks are
+  empty, 0 if one is."""
+  a, b = np.asarray(a, bool), np.asarray(b, bool)
+  if not a.any() and not b.any():
+    return np.nan
+  if not a.any() or not b.any():
+    return 0.0
+  d_ab, d_ba = directed_surface_distances(a, b, spacing)
+  return (np.sum(d_ab <= tolerance) + np.sum(d_ba <= tolerance)) / (len(d_ab) + len(d_ba))

@@ -139,12 +139,13 @@ class CheckedTest(chex.TestCase):
       jax.block_until_ready(jax.jit(jax.grad(fn))(_set(x, np.nan), y))
 
   def test_wrappers_of_losses_are_checked(self):
-    # deep_supervision calls the loss once per output: a NaN in the coarse output is found.
+    # deep_supervision calls the loss once per weighted output: a NaN in the second output is
+    # found (the coarsest has weight 0 by default and is not computed).
     x, y = _inputs(3, shape=(2, 8, 8, 3))
-    coarse = _set(x[:, ::2, ::2], np.nan)
+    middle = _set(x[:, ::2, ::2], np.nan)
     fn = losses.checked(losses.deep_supervision(losses.get("dice")))
     with self.assertRaisesRegex(ERRORS, re.escape("dice: logits hold nan")):
-      fn([x, coarse], y)
+      fn([x, middle, x[:, ::4, ::4]], y)
     combined = losses.checked(losses.combine({"focal": 1.0, "jaccard": 0.5}))
     with self.assertRaisesRegex(ERRORS, re.escape("labels hold 3, valid range [0, 3)")):
       combined(x, _set(y, 3))

@@ -6,6 +6,7 @@ import pytest
 from scipy import ndimage
 from scipy import stats as sp_stats
 
+from seg_jax import metrics
 from seg_jax.choosing import evaluation, stats, verdict
 
 
@@ -112,6 +113,14 @@ def test_per_image_metrics_by_hand():
   # HD95 of image 0 (the ignored pixel left out): the extra column is 1 px from the truth.
   assert m["hd95"][0] == pytest.approx(1.0)
   assert np.isnan(m["hd95"][1])
+  # NSD at 1 px: every surface pixel (all 10 are surface) within 1 px of the other surface; at
+  # 0.5 px the extra column's 2 pixels are not: 8/10. Image 1: the truth has the class, the
+  # prediction not: 0. Image 2: no truth: undefined, like Dice.
+  np.testing.assert_allclose(m["nsd"], [1.0, 0.0, np.nan])
+  strict = evaluation.per_image_metrics(preds, labels, 2, nsd_tolerance=0.5, hd95=False)
+  np.testing.assert_allclose(strict["nsd"], [0.8, 0.0, np.nan])
+  assert np.isnan(strict["hd95"]).all()
+  assert np.isnan(evaluation.per_image_metrics(preds, labels, 2, nsd=False)["nsd"]).all()
   assert evaluation.collapse(m) is None
   assert evaluation.collapse({"fg_pixels_pred": [0, 0], "valid_pixels": [9, 9]}) == "no foreground"
   assert evaluation.collapse({"fg_pixels_pred": [9, 9], "valid_pixels": [9, 9]}) == (
@@ -128,6 +137,7 @@ def test_multiclass_per_image_and_components_reference():
     for j, c in enumerate((1, 2)):
       p, t = preds[i] == c, labels[i] == c
       assert m["dice_per_class"][i, j] == pytest.approx(2 * (p & t).sum() / (p.sum() + t.sum()))
+      assert m["nsd_per_class"][i, j] == metrics.surface_dice(p, t)
     b = sum(
       abs(
         ndimage.label(preds[i] == c, np.ones((3, 3)))[1]
@@ -137,6 +147,7 @@ def test_multiclass_per_image_and_components_reference():
     )
     assert m["betti0_error"][i] == b
   np.testing.assert_allclose(m["dice"], m["dice_per_class"].mean(axis=1))
+  np.testing.assert_allclose(m["nsd"], m["nsd_per_class"].mean(axis=1))
 
 
 def test_threshold_free_by_hand():
@@ -189,6 +200,7 @@ def _eval(dice):
   return {
     "dice": np.asarray(dice, float),
     "iou": np.asarray(dice, float) / 2,
+    "nsd": np.asarray(dice, float) / 4,
     "hd95": np.full(n, 2.0),
     "betti0_error": np.zeros(n),
     "fg_pixels_pred": np.ones(n),
@@ -219,6 +231,19 @@ def test_analyse_verdict_names_ties_and_significant_differences():
   assert "tied with it" in text and "this data cannot separate them" in text
   assert "beat it (p < 0.001)" in text and "Significantly below it: `cross_entropy`" in text
   assert set(r["dice"]) >= {"dice_mean", "iou_mean", "hd95", "vs_baseline", "vs_best", "runs"}
+  # NSD beside Dice, with the same statistics: here a quarter of each per-image Dice.
+  nsd = r["dice"]["nsd_mean"]
+  assert set(nsd) == {"mean", "std", "ci95", "per_seed"}
+  assert nsd["per_seed"] == pytest.approx(list(good.mean(axis=1) / 4))
+  assert nsd["ci95"][0] < nsd["mean"] < nsd["ci95"][1]
+  # An evaluation cached before NSD existed has no 'nsd': its NSD is n/a, the rest unchanged.
+  for run in runs["dice"].values():
+    del run["eval"]["nsd"]
+  again = verdict.analyse(
+    runs, baseline="cross_entropy", class_names=["bg", "fg"], total_steps=400, n_boot=300
+  )
+  assert again["results"]["dice"]["nsd_mean"]["mean"] is None
+  assert again["results"]["dice"]["dice_mean"] == r["dice"]["dice_mean"]
   assert verdict.jsonable({"x": np.float32(np.nan), "y": (np.int64(2),)}) == {"x": None, "y": [2]}
 
 
@@ -229,6 +254,7 @@ def test_analyse_multiclass_reports_each_class_and_topology():
   def ev(s, shift):
     e = _eval(per_class[s].mean(axis=1) + shift)
     e["dice_per_class"] = per_class[s] + shift
+    e["nsd_per_class"] = per_class[s] / 2
     e["betti0_error"] = np.full(30, 1.0 + s)
     return e
 
@@ -239,4 +265,5 @@ def test_analyse_multiclass_reports_each_class_and_topology():
   r = a["results"]["b"]
   assert r["dice/x"]["mean"] == pytest.approx(per_class[..., 0].mean() + 0.05)
   assert r["dice/y"]["mean"] == pytest.approx(per_class[..., 1].mean() + 0.05)
+  assert r["nsd/y"]["mean"] == pytest.approx(per_class[..., 1].mean() / 2)
   assert r["betti0_error"]["per_seed"] == [1.0, 2.0]

@@ -5,6 +5,7 @@ import json
 import os
 import re
 
+import np_ref
 import numpy as np
 import pytest
 from absl import flags
@@ -170,7 +171,7 @@ def test_tiny_comparison_with_seeds_report_summary_and_resume(tmp_path, monkeypa
   assert saved["verdict"].startswith("On this data (2 seed(s) x 8 validation images)")
   for name in ("cross_entropy", "dice"):
     r = saved["results"][name]
-    for metric in ("dice_mean", "iou_mean", "hd95"):
+    for metric in ("dice_mean", "iou_mean", "nsd_mean", "hd95"):
       assert set(r[metric]) == {"mean", "std", "ci95", "per_seed"}
       assert len(r[metric]["per_seed"]) == 2 and len(r[metric]["ci95"]) == 2
     assert set(r["runs"]) == {"0", "1"}
@@ -201,6 +202,15 @@ def test_tiny_comparison_with_seeds_report_summary_and_resume(tmp_path, monkeypa
       np.testing.assert_allclose(ev["dice"][defined], ref[defined])
       per_seed = r["dice_mean"]["per_seed"][int(seed)]
       assert per_seed == pytest.approx(float(np.mean(ref[defined])))
+      # NSD beside Dice: per image at 1 px on the same images (0 where nothing is predicted).
+      nsd = [
+        np_ref.surface_dice(p == 1, t, (1.0, 1.0), 1.0)
+        for p, t in zip(ex["pred"], truth_fg, strict=True)
+      ]
+      np.testing.assert_allclose(ev["nsd"][defined], np.asarray(nsd)[defined], rtol=1e-12)
+      assert np.isnan(ev["nsd"][~defined]).all()
+      nsd_seed = r["nsd_mean"]["per_seed"][int(seed)]
+      assert nsd_seed == pytest.approx(float(np.mean(np.asarray(nsd)[defined])))
   vs = saved["results"]["dice"]["vs_baseline"]
   assert set(vs) == {"diff", "ci95", "p_value", "p_holm", "significant"}
   assert saved["results"]["cross_entropy"]["vs_baseline"] is None
@@ -216,6 +226,11 @@ def test_tiny_comparison_with_seeds_report_summary_and_resume(tmp_path, monkeypa
     "vs `cross_entropy`",
     "vs best",
   ]
+  assert header[6] == "NSD@1px [95 % CI]" and "normalised surface Dice" in text
+  for row in rows:
+    name = row[1].split()[0].strip("`")
+    nsd = saved["results"][name]["nsd_mean"]
+    assert row[6].startswith(f"{nsd['mean']:.3f} [") if nsd["mean"] is not None else row[6] == "n/a"
   assert sorted(r[1].split()[0] for r in rows) == ["`cross_entropy`", "`dice`"]
   assert "--seeds=2" in text and "hierarchical percentile bootstrap" in text
   for name in ("learning_curves.png", "predictions.png", "per_image_dice.png"):

@@ -19,6 +19,7 @@ from jax.sharding import Mesh
 from jax.sharding import PartitionSpec as P
 
 from seg_jax import losses
+from seg_jax.losses import compound
 
 RTOL = 2e-5
 ATOL = 1e-6
@@ -381,12 +382,30 @@ def test_deep_supervision_integer_labels_default_weights(rng, spatial):
   mask = (rng.random(labels.shape) > 0.2).astype(np.float32)
   ds = losses.deep_supervision(losses.get("cross_entropy"))
   got = jax.jit(ds)(outputs, labels, mask=mask)
-  weights = np.array([4, 2, 1]) / 7  # 2^-i normalised.
+  # nnU-Net v2: 2^-i = (1, 1/2, 1/4), the coarsest set to 0, normalised: (2/3, 1/3, 0).
+  weights = np.array([2, 1, 0]) / 3
   want = sum(
     wi * ref_ce(o, _ref_sample(labels, s), _ref_sample(mask, s).astype(np.float64))
     for wi, o, s in zip(weights, outputs, shapes, strict=True)
   )
   np.testing.assert_allclose(got, want, rtol=RTOL)
+
+
+def test_deep_supervision_default_weights_are_nnunets():
+  # By hand: 2^-i for i = 0..n-1, the last set to 0, divided by the sum.
+  assert compound.nnunet_weights(1) == (1.0,)
+  assert compound.nnunet_weights(2) == (1.0, 0.0)
+  np.testing.assert_allclose(compound.nnunet_weights(3), [2 / 3, 1 / 3, 0.0], rtol=1e-15)
+  np.testing.assert_allclose(
+    compound.nnunet_weights(5), [8 / 15, 4 / 15, 2 / 15, 1 / 15, 0.0], rtol=1e-15
+  )
+  with pytest.raises(ValueError, match="num_outputs must be an int >= 1"):
+    compound.nnunet_weights(0)
+  # The coarsest output does not count: a NaN there does not reach the default-weighted loss.
+  labels = np.zeros((1, 4, 4), np.int32)
+  outputs = [np.zeros((1, 4, 4, 2), np.float32), np.full((1, 2, 2, 2), np.nan, np.float32)]
+  value = losses.deep_supervision(losses.get("cross_entropy"))(outputs, labels)
+  np.testing.assert_allclose(value, np.log(2.0), rtol=1e-6)
 
 
 def test_deep_supervision_explicit_weights_and_ignore_index(rng):
@@ -447,11 +466,11 @@ def test_deep_supervision_reduction_none_and_jit_grad(rng):
   labels = rng.integers(0, c, size=(2, 8, 4)).astype(np.int32)
   outputs = [rng.standard_normal((2, 8, 4, c)), rng.standard_normal((2, 4, 2, c))]
   outputs = [jnp.asarray(o, jnp.float32) for o in outputs]
-  ds = losses.deep_supervision(losses.get("cross_entropy", reduction="none"))
+  ds = losses.deep_supervision(losses.get("cross_entropy", reduction="none"), weights=[0.75, 0.25])
   value, grads = jax.jit(jax.value_and_grad(lambda o: ds(o, labels).sum()))(outputs)
   got = jax.jit(ds)(outputs, labels)
   ones = [np.ones((2, 8, 4)), np.ones((2, 4, 2))]
-  want = 2 / 3 * ref_ce_per_image(outputs[0], labels, ones[0]) + 1 / 3 * ref_ce_per_image(
+  want = 0.75 * ref_ce_per_image(outputs[0], labels, ones[0]) + 0.25 * ref_ce_per_image(
     outputs[1], _ref_sample(labels, (4, 2)), ones[1]
   )
   np.testing.assert_allclose(got, want, rtol=RTOL)
@@ -469,7 +488,7 @@ def test_deep_supervision_under_shard_map_equals_single_device(rng):
     rng.standard_normal((n, 8, 4, c)).astype(np.float32),
     rng.standard_normal((n, 4, 2, c)).astype(np.float32),
   ]
-  ds = losses.deep_supervision(losses.get("dice"))
+  ds = losses.deep_supervision(losses.get("dice"), weights=[0.75, 0.25])
   sharded = jax.jit(
     jax.shard_map(
       lambda o, y: ds(o, y, axis_name="data"),

@@ -203,11 +203,12 @@ def test_imbalance_rule():
   t = recommend.IMBALANCE_FRACTION
   assert "imbalance" not in _rules(_stats([t]))  # Strictly below the threshold.
   fired = _rules(_stats([0.5 * t]))["imbalance"]
-  assert fired.losses == ("dice", "dice_ce", "focal_tversky")
+  assert fired.losses == ("dice", "dice_ce", "dice_topk", "focal_tversky")
+  assert "Dice + TopK" in fired.reason
   severe = _rules(_stats([0.5 * recommend.SEVERE_IMBALANCE_FRACTION]))["imbalance"]
-  assert severe.losses == ("dice", "dice_ce", "focal_tversky", "dice_focal")
+  assert severe.losses == ("dice", "dice_ce", "dice_topk", "focal_tversky", "dice_focal")
   multi = _rules(_stats([0.3, 0.5 * t]))["imbalance"]
-  assert multi.losses == ("dice", "dice_ce", "focal_tversky", "generalized_dice")
+  assert multi.losses == ("dice", "dice_ce", "dice_topk", "focal_tversky", "generalized_dice")
   assert "'c2'" in multi.reason  # Names the rarest class.
   missing = _rules(_stats([0.0, 0.3]))["imbalance"]
   assert "'c1' never appears" in missing.reason and "dice_focal" in missing.losses
@@ -215,15 +216,20 @@ def test_imbalance_rule():
     "cross_entropy",
     "dice_ce",
     "dice",
+    "dice_topk",
     "focal_tversky",
   ]
 
 
 def test_thin_rule():
   s = recommend.THIN_MIN_SHARE
-  assert _rules(_stats([0.3], thin=s))["thin"].losses == ("cldice",)
+  fired = _rules(_stats([0.3], thin=s))["thin"]
+  assert fired.losses == ("cldice", "dice_skeleton_recall")
+  assert "Skeleton Recall" in fired.reason
+  assert any("Kirchhoff" in src for src in fired.to_dict()["sources"])
   assert "thin" not in _rules(_stats([0.3], thin=0.99 * s))
-  # A thin class is left to clDice: its boundary share alone does not fire the boundary rule.
+  # A thin class is left to the skeleton losses: its boundary share alone does not fire the
+  # boundary rule.
   assert "boundary" not in _rules(_stats([0.3], thin=s, boundary=1.0))
 
 
@@ -269,9 +275,11 @@ def test_rules_of_the_hand_drawn_data():
     "cross_entropy",
     "dice_ce",
     "dice",
+    "dice_topk",
     "focal_tversky",
     "generalized_dice",
     "cldice",
+    "dice_skeleton_recall",
   ]
 
 
@@ -282,9 +290,15 @@ def test_rule_losses_are_registered():
   rich["classes"][2]["boundary_fraction"] = 0.9
   names = recommend.losses_to_try(recommend.recommend(rich))
   assert set(names) <= set(losses.names())
-  assert {"cldice", "dice_boundary", "dice_hausdorff", "dice_focal", "generalized_dice"} <= set(
-    names
-  )
+  assert {
+    "cldice",
+    "dice_skeleton_recall",
+    "dice_topk",
+    "dice_boundary",
+    "dice_hausdorff",
+    "dice_focal",
+    "generalized_dice",
+  } <= set(names)
 
 
 def test_docs_state_the_rules_and_thresholds():
@@ -428,9 +442,11 @@ def test_cli_image_folder_json(tmp_path, folder):
     "cross_entropy",
     "dice_ce",
     "dice",
+    "dice_topk",
     "focal_tversky",
     "generalized_dice",
     "cldice",
+    "dice_skeleton_recall",
   ]
   assert [r["rule"] for r in result["recommendations"]] == [
     "baseline",

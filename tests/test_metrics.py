@@ -9,6 +9,7 @@ import json
 
 import jax
 import jax.numpy as jnp
+import np_ref
 import numpy as np
 import pytest
 from jax.sharding import Mesh
@@ -33,23 +34,6 @@ def ref_confusion(pred, label, num_classes, valid=None):
   return cm
 
 
-def ref_surface_points(mask, spacing):
-  """Physical coordinates of foreground pixels with a background or outside face neighbour."""
-  mask = np.asarray(mask, bool)
-  points = []
-  for index in zip(*np.nonzero(mask), strict=True):
-    on_surface = False
-    for axis in range(mask.ndim):
-      for step in (-1, 1):
-        n = list(index)
-        n[axis] += step
-        if not 0 <= n[axis] < mask.shape[axis] or not mask[tuple(n)]:
-          on_surface = True
-    if on_surface:
-      points.append(np.asarray(index, np.float64) * spacing)
-  return np.array(points)
-
-
 def ref_percentile(values, q):
   """Linear interpolation between closest ranks (the 'linear' method)."""
   v = np.sort(np.asarray(values, np.float64))
@@ -59,11 +43,12 @@ def ref_percentile(values, q):
   return v[lo] + (pos - lo) * (v[hi] - v[lo])
 
 
+ref_directed = np_ref.directed_surface_distances
+ref_nsd = np_ref.surface_dice
+
+
 def ref_hd(a, b, spacing, q=95, pooling="max"):
-  spacing = np.asarray(spacing, np.float64)
-  pa, pb = ref_surface_points(a, spacing), ref_surface_points(b, spacing)
-  pairwise = np.sqrt(((pa[:, None, :] - pb[None, :, :]) ** 2).sum(-1))
-  d_ab, d_ba = pairwise.min(1), pairwise.min(0)
+  d_ab, d_ba = ref_directed(a, b, spacing)
   if pooling == "pooled":
     return ref_percentile(np.concatenate([d_ab, d_ba]), q)
   return max(ref_percentile(d_ab, q), ref_percentile(d_ba, q))
@@ -235,6 +220,70 @@ def test_hausdorff_empty_masks_and_errors():
     metrics.hausdorff95(np.ones((2, 2, 2, 2)), np.ones((2, 2, 2, 2)))
 
 
+# -------------------------------------------------------------------------- NSD
+
+
+def test_surface_dice_by_hand():
+  # 1-D: [2, 6] against [2, 4]. Surfaces {2, 6} and {2, 4}; directed distances {0, 2} both ways:
+  # within 1: 2 of the 4 surface pixels; within 2: all of them.
+  seg, short = np.zeros(10, bool), np.zeros(10, bool)
+  seg[2:7], short[2:5] = True, True
+  assert metrics.surface_dice(seg, short) == 0.5
+  assert metrics.surface_dice(seg, short, tolerance=2.0) == 1.0
+  assert metrics.surface_dice(seg, short, tolerance=1.99) == 0.5
+  # 2-D: a 3x3 square against the same square one column to the right. Each has 8 surface pixels
+  # (the centre is interior); 4 of each lie on the other's surface (distance 0), the other 4 at
+  # distance 1: 8/16 within 0.5, 16/16 within 1.
+  a = np.zeros((8, 8), bool)
+  b = np.zeros((8, 8), bool)
+  a[2:5, 2:5], b[2:5, 3:6] = True, True
+  assert metrics.surface_dice(a, b, tolerance=0.5) == 0.5
+  assert metrics.surface_dice(a, b) == 1.0
+  assert metrics.surface_dice(a, b, tolerance=0) == 0.5
+  # Columns 2 units wide: the horizontal offsets become 2, except the pixel beside the other
+  # square's centre, 1 row from the other surface: 5 of 8 within 1 on each side.
+  assert metrics.surface_dice(a, b, spacing=(1.0, 2.0)) == pytest.approx(10 / 16)
+  assert metrics.surface_dice(a, b, spacing=(1.0, 2.0), tolerance=2.0) == 1.0
+  assert metrics.surface_dice(a, a, tolerance=0.0) == 1.0
+  # Far apart: no surface pixel within the tolerance.
+  c = np.zeros((8, 8), bool)
+  c[7, 7] = True
+  assert metrics.surface_dice(a, c, tolerance=2.0) == 0.0
+
+
+def test_surface_dice_empty_masks_and_errors():
+  empty = np.zeros((4, 4), bool)
+  full = np.ones((4, 4), bool)
+  assert np.isnan(metrics.surface_dice(empty, empty))  # MONAI: NaN, left out of means.
+  assert metrics.surface_dice(empty, full) == 0.0  # MONAI: 0 when only one is empty.
+  assert metrics.surface_dice(full, empty, tolerance=100.0) == 0.0
+  with pytest.raises(ValueError, match="tolerance must be finite and >= 0, got -1"):
+    metrics.surface_dice(full, full, tolerance=-1.0)
+  with pytest.raises(TypeError, match="tolerance must be a number"):
+    metrics.surface_dice(full, full, tolerance=None)
+  with pytest.raises(ValueError, match=r"\(4, 4\) and true_mask \(4, 5\)"):
+    metrics.surface_dice(full, np.ones((4, 5)))
+  with pytest.raises(ValueError, match="1-3 spatial dims"):
+    metrics.surface_dice(np.ones((2, 2, 2, 2)), np.ones((2, 2, 2, 2)))
+
+
+@pytest.mark.parametrize(
+  "shape, spacing", [((12,), (0.7,)), ((11, 9), (1.0, 2.5)), ((6, 7, 5), (1.5, 1.0, 0.5))]
+)
+def test_surface_dice_matches_brute_force(shape, spacing, rng):
+  # Tolerances chosen off every distance these spacings can produce (no ties at d == tau).
+  for density in (0.3, 0.75, 0.9):
+    a = rng.random(shape) < density
+    b = rng.random(shape) < 0.3
+    a.flat[0] = b.flat[-1] = True
+    for tol in (0.0, 1.3, 2.6):
+      want = ref_nsd(a, b, spacing, tol)
+      assert metrics.surface_dice(a, b, spacing, tolerance=tol) == pytest.approx(want, rel=1e-12)
+      hd, nsd = metrics.surface_scores(a, b, spacing, tolerance=tol)
+      assert hd == pytest.approx(ref_hd(a, b, spacing), rel=1e-12)
+      assert nsd == pytest.approx(want, rel=1e-12)
+
+
 # ---------------------------------------------------------------------- SegMetrics
 
 
@@ -264,7 +313,23 @@ def test_segmetrics_accumulates_exactly_whatever_the_batching(rng):
     assert a[f"recall/{name}"] == pytest.approx((p & t).sum() / t.sum())
   dice_fg = [2 * cm[c, c] / (cm[c].sum() + cm[:, c].sum()) for c in (1, 2)]
   assert a["dice_mean"] == pytest.approx(np.mean(dice_fg))
-  assert "hd95" not in a  # multiclass: no HD95 by default
+  # The surface metrics of every foreground class, per image (the padding of the last batch is
+  # skipped), averaged over images, then over classes.
+  hd = {c: [] for c in (1, 2)}
+  nsd = {c: [] for c in (1, 2)}
+  for i in range(10):
+    for c in (1, 2):
+      p, t = (pred[i] == c) & (label[i] != 255), label[i] == c
+      if p.any() and t.any():
+        hd[c].append(ref_hd(p, t, (1.0, 1.0)))
+      if p.any() or t.any():
+        nsd[c].append(ref_nsd(p, t, (1.0, 1.0), 1.0))
+  for c in (1, 2):
+    assert a[f"hd95/{names[c]}"] == pytest.approx(np.mean(hd[c]), rel=1e-12)
+    assert a[f"nsd/{names[c]}"] == pytest.approx(np.mean(nsd[c]), rel=1e-12)
+  assert a["hd95"] == pytest.approx((np.mean(hd[1]) + np.mean(hd[2])) / 2, rel=1e-12)
+  assert a["nsd_mean"] == pytest.approx((np.mean(nsd[1]) + np.mean(nsd[2])) / 2, rel=1e-12)
+  assert a["hd95_images"] == len(hd[1]) + len(hd[2]) and a["nsd_images"] == 20
 
 
 def test_segmetrics_global_counts_differ_from_averaging_batches():
@@ -313,17 +378,54 @@ def test_segmetrics_hd95_per_image_with_padding_and_empty_masks():
   out = m.compute()
   h0 = ref_hd(preds[0], labels[0], (1.0, 2.0))
   assert out["hd95"] == pytest.approx((h0 + 4.0) / 2)
+  assert out["hd95/fg"] == out["hd95"]
   assert (out["hd95_images"], out["hd95_one_empty"], out["hd95_both_empty"]) == (2, 1, 0)
+  # NSD at 1 (spacing units): image 0 from the reference, image 1 (prediction only) 0, image 3
+  # (two dots 4 apart) 0; three images.
+  n0 = ref_nsd(preds[0], labels[0], (1.0, 2.0), 1.0)
+  assert 0 < n0 < 1
+  assert out["nsd_mean"] == out["nsd/fg"] == pytest.approx(n0 / 3)
+  assert out["nsd_images"] == 3
+  m = metrics.SegMetrics(2, ["background", "fg"], spacing=(1.0, 2.0), nsd_tolerance=4.0)
+  m.update(preds, labels, np.array([True, True, False, True]))
+  n0 = ref_nsd(preds[0], labels[0], (1.0, 2.0), 4.0)
+  assert m.compute()["nsd_mean"] == pytest.approx((n0 + 0 + 1) / 3)
   m.reset()
   assert m.compute()["num_pixels"] == 0
+
+
+def test_segmetrics_surface_metrics_per_class_by_hand():
+  # Three classes, two images of 8x8. Image 0: class 1 a 3x3 square predicted one column to the
+  # right (NSD at 1: 1.0, HD95 1.0); class 2 a dot predicted 3 rows away (NSD 0, HD95 3).
+  # Image 1: class 1 absent from both (left out); class 2 predicted but absent (NSD 0, no HD95).
+  labels = np.zeros((2, 8, 8), int)
+  preds = np.zeros((2, 8, 8), int)
+  labels[0, 2:5, 2:5], preds[0, 2:5, 3:6] = 1, 1
+  labels[0, 7, 0], preds[0, 4, 0] = 2, 2
+  preds[1, 0, 0] = 2
+  m = metrics.SegMetrics(3, ["bg", "square", "dot"], nsd_tolerance=[1.0, 3.0])
+  m.update(preds, labels)
+  out = m.compute()
+  assert out["hd95/square"] == 1.0 and out["hd95/dot"] == 3.0 and out["hd95"] == 2.0
+  assert (out["hd95_images"], out["hd95_one_empty"], out["hd95_both_empty"]) == (2, 1, 1)
+  # Per-class tolerance: the dot is within 3 of its truth, NSD 1 on image 0, 0 on image 1.
+  assert out["nsd/square"] == 1.0 and out["nsd/dot"] == 0.5 and out["nsd_mean"] == 0.75
+  assert out["nsd_images"] == 3
+  strict = metrics.SegMetrics(3, ["bg", "square", "dot"], nsd_tolerance=0.5, hd95=False)
+  strict.update(preds, labels)
+  got = strict.compute()
+  assert got["nsd/square"] == 0.5 and got["nsd/dot"] == 0.0 and "hd95" not in got
+  json.dumps(got, allow_nan=False)
+  with pytest.raises(ValueError, match="1-3 spatial dims"):
+    strict.update(np.zeros((1, 2, 2, 2, 2), int), np.zeros((1, 2, 2, 2, 2), int))
 
 
 def test_segmetrics_add_confusion_from_device_counts(rng):
   pred = rng.integers(0, 2, size=(2, 5, 5)).astype(np.int32)
   label = rng.integers(0, 2, size=(2, 5, 5)).astype(np.int32)
-  from_maps = metrics.SegMetrics(2, hd95=False)
+  from_maps = metrics.SegMetrics(2, hd95=False, nsd=False)
   from_maps.update(pred, label)
-  from_counts = metrics.SegMetrics(2, hd95=False)
+  from_counts = metrics.SegMetrics(2, hd95=False, nsd=False)
   from_counts.add_confusion(metrics.confusion(pred, label, 2))
   assert from_maps.compute() == from_counts.compute()
   with pytest.raises(ValueError, match=r"shape \(2, 2\)"):
@@ -337,7 +439,10 @@ def test_segmetrics_add_confusion_from_device_counts(rng):
     ((2.0,), {}, TypeError, "num_classes must be an int"),
     ((3, ["a", "b"]), {}, ValueError, "3 distinct names"),
     ((2, ["a", "a"]), {}, ValueError, "2 distinct names"),
-    ((3,), {"hd95": True}, ValueError, "hd95 is for binary"),
+    ((3,), {"nsd_tolerance": [1.0]}, ValueError, r"one number per foreground class \(2\)"),
+    ((3,), {"nsd_tolerance": [1.0, -1.0]}, ValueError, r"nsd_tolerance\[1\] must be finite"),
+    ((2,), {"nsd_tolerance": "1"}, TypeError, "nsd_tolerance must be a number"),
+    ((2,), {"spacing": (1.0, 0.0)}, ValueError, "spacing must be a positive number"),
     ((2,), {"hd95_pooling": "min"}, ValueError, "hd95_pooling"),
   ],
 )

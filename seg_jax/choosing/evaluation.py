@@ -17,6 +17,12 @@ Conventions (quoted by the report):
   defined on that image (for binary data, the Dice of the foreground class).
 * **HD95** (:func:`seg_jax.metrics.hausdorff95`, pixels): per foreground class, on the images
   where truth and prediction both contain it; the mean over the classes defined on the image.
+* **NSD** (normalised surface Dice, :func:`seg_jax.metrics.surface_dice`, at ``nsd_tolerance``
+  pixels, default 1): per foreground class, on the images whose truth contains it (the same
+  images as Dice, so runs pair); 0 where the prediction lacks the class (MONAI's one-empty
+  convention); the mean over the classes defined on the image. Dice counts pixels, NSD the
+  share of the contours within the tolerance of each other: a boundary-sensitive comparison
+  needs both (Nikolov et al. 2021; Ma et al. 2021 report it beside Dice).
 * **Betti-0 error** (``betti0_error``): :math:`|b_0(P) - b_0(G)|`, the difference in the number
   of connected foreground components (8-connectivity in 2-D, 26 in 3-D, per class, summed over
   the foreground classes) between prediction and truth, on every image. Dice barely moves when a
@@ -25,7 +31,9 @@ Conventions (quoted by the report):
 
 References:
   L. R. Dice, Ecology 1945; X. Hu et al., "Topology-preserving deep image segmentation",
-  NeurIPS 2019; S. Shit et al., "clDice", CVPR 2021; MONAI ``DiceMetric(ignore_empty=True)``.
+  NeurIPS 2019; S. Shit et al., "clDice", CVPR 2021; MONAI ``DiceMetric(ignore_empty=True)``;
+  S. Nikolov et al., "Clinically applicable segmentation of head and neck anatomy for
+  radiotherapy", JMIR 2021 (surface Dice).
 """
 
 from __future__ import annotations
@@ -64,20 +72,31 @@ def _nanmean_rows(x: np.ndarray) -> np.ndarray:
   return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
 
 
-def per_image_metrics(preds, labels, num_classes: int, *, hd95: bool = True) -> dict:
+def per_image_metrics(
+  preds,
+  labels,
+  num_classes: int,
+  *,
+  hd95: bool = True,
+  nsd: bool = True,
+  nsd_tolerance: float = 1.0,
+) -> dict:
   """Per-image metrics of predicted class maps against the truth (module docstring).
 
   Args:
     preds: integer class maps ``(images, *spatial)``, 1-3 spatial dims.
     labels: true class maps of the same shape; values outside ``[0, num_classes)`` are ignored.
     num_classes: ``C >= 2`` (class 0 is the background).
-    hd95: also compute HD95 (a distance transform per image and class).
+    hd95: also compute HD95 (two distance transforms per image and class, shared with NSD).
+    nsd: also compute the NSD at ``nsd_tolerance`` pixels.
+    nsd_tolerance: the NSD tolerance in pixels.
 
   Returns:
-    Float64 arrays: ``dice``, ``iou``, ``hd95``, ``betti0_error`` ``(images,)`` (NaN where
-    undefined); ``dice_per_class``, ``iou_per_class`` ``(images, C - 1)`` for the foreground
-    classes; and the counts ``fg_pixels_pred``, ``valid_pixels`` ``(images,)``,
-    ``fp_images`` (int: images with a predicted class that their truth lacks).
+    Float64 arrays: ``dice``, ``iou``, ``hd95``, ``nsd``, ``betti0_error`` ``(images,)`` (NaN
+    where undefined, or everywhere when not computed); ``dice_per_class``, ``iou_per_class``,
+    ``nsd_per_class`` ``(images, C - 1)`` for the foreground classes; and the counts
+    ``fg_pixels_pred``, ``valid_pixels`` ``(images,)``, ``fp_images`` (int: images with a
+    predicted class that their truth lacks).
   """
   p, t = np.asarray(preds), np.asarray(labels)
   _check(p, t, num_classes)
@@ -85,6 +104,7 @@ def per_image_metrics(preds, labels, num_classes: int, *, hd95: bool = True) -> 
   dice_c = np.full((n, num_classes - 1), np.nan)
   iou_c = np.full((n, num_classes - 1), np.nan)
   hd_c = np.full((n, num_classes - 1), np.nan)
+  nsd_c = np.full((n, num_classes - 1), np.nan)
   betti = np.zeros(n)
   fg_pred = np.zeros(n)
   valid_px = np.zeros(n)
@@ -104,16 +124,23 @@ def per_image_metrics(preds, labels, num_classes: int, *, hd95: bool = True) -> 
       tp = int((pc & tc).sum())
       dice_c[i, j] = 2 * tp / (n_p + n_t)
       iou_c[i, j] = tp / (n_p + n_t - tp)
-      if hd95 and n_p > 0:
-        hd_c[i, j] = seg_metrics.hausdorff95(pc, tc)
+      if (hd95 or nsd) and n_p > 0:
+        hd, nsd_c[i, j] = seg_metrics.surface_scores(pc, tc, tolerance=nsd_tolerance)
+        hd_c[i, j] = hd if hd95 else np.nan
+      elif nsd:
+        nsd_c[i, j] = 0.0  # The truth has the class, the prediction does not.
+    if not nsd:
+      nsd_c[i] = np.nan
     fp_images += int(false_positive)
   return {
     "dice": _nanmean_rows(dice_c),
     "iou": _nanmean_rows(iou_c),
     "hd95": _nanmean_rows(hd_c),
+    "nsd": _nanmean_rows(nsd_c),
     "betti0_error": betti,
     "dice_per_class": dice_c,
     "iou_per_class": iou_c,
+    "nsd_per_class": nsd_c,
     "fg_pixels_pred": fg_pred,
     "valid_pixels": valid_px,
     "fp_images": fp_images,

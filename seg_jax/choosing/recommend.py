@@ -27,11 +27,15 @@ Rules, in the order they are applied (``RULES``):
 1. ``baseline`` (always): ``cross_entropy`` and ``dice_ce``, the references every other loss is
    compared with (nnU-Net's default is Dice + CE; Isensee et al. 2021).
 2. ``imbalance``: :math:`r <` ``IMBALANCE_FRACTION`` -> overlap and compound losses ``dice``,
-   ``dice_ce``, ``focal_tversky``; with :math:`r <` ``SEVERE_IMBALANCE_FRACTION`` also
-   ``dice_focal``; with two or more foreground classes also ``generalized_dice`` (Ma et al. 2021;
-   Sudre et al. 2017; Milletari et al. 2016; Abraham & Khan 2019).
+   ``dice_ce``, ``dice_topk`` (Dice + the cross-entropy of the hardest 10 % of pixels,
+   DiceTopK10, among the most robust in Ma et al. 2021), ``focal_tversky``; with
+   :math:`r <` ``SEVERE_IMBALANCE_FRACTION`` also ``dice_focal``; with two or more foreground
+   classes also ``generalized_dice`` (Ma et al. 2021; Sudre et al. 2017; Milletari et al. 2016;
+   Abraham & Khan 2019).
 3. ``thin``: a foreground class with thin share :math:`\ge` ``THIN_MIN_SHARE`` -> ``cldice``
-   (Shit et al. 2021).
+   (Shit et al. 2021) and ``dice_skeleton_recall`` (Kirchhoff et al. 2024). The latter, not bare
+   ``skeleton_recall``: the paper adds Skeleton Recall to nnU-Net's Dice + CE (weights 1/1/1),
+   and a recall term alone is minimised by predicting foreground everywhere.
 4. ``boundary``: a foreground class that is not thin, with boundary share :math:`\ge`
    ``BOUNDARY_MIN_SHARE`` or median object size :math:`<` ``SMALL_OBJECT_FRACTION`` of the image
    -> ``dice_boundary`` and ``dice_hausdorff`` (Kervadec et al. 2019; Karimi & Salcudean 2020):
@@ -110,6 +114,11 @@ SOURCES = {
     "Shit, Paetzold, Sekuboyina, et al. clDice - a novel topology-preserving loss function for "
     "tubular structure segmentation. CVPR 2021."
   ),
+  "kirchhoff2024": (
+    "Kirchhoff, Rokuss, Roy, Kovacs, Ulrich, Wald, Zenk, Vollmuth, Kleesiek, Isensee, "
+    "Maier-Hein. Skeleton Recall Loss for connectivity conserving and resource efficient "
+    "segmentation of thin tubular structures. ECCV 2024."
+  ),
   "kervadec2019": (
     "Kervadec, Bouchtiba, Desrosiers, Granger, Dolz, Ben Ayed. Boundary loss for highly "
     "unbalanced segmentation. MIDL 2019 (Medical Image Analysis 67, 2021)."
@@ -185,7 +194,7 @@ def _rule_imbalance(stats) -> Advice | None:
   r = rarest["pixel_fraction"]
   if r >= IMBALANCE_FRACTION:
     return None
-  names = ["dice", "dice_ce", "focal_tversky"]
+  names = ["dice", "dice_ce", "dice_topk", "focal_tversky"]
   share = (
     f"covers {_pct(r)} of the pixels"
     if r > 0
@@ -194,7 +203,8 @@ def _rule_imbalance(stats) -> Advice | None:
   why = (
     f"class imbalance: the rarest foreground class {rarest['name']!r} {share} "
     f"(< {_pct(IMBALANCE_FRACTION)}); overlap losses normalise by the class size, and "
-    "compounds of Dice with a pixel loss were the most robust in Ma et al.'s benchmark"
+    "compounds of Dice with a pixel loss (Dice + CE, Dice + TopK) were the most robust in Ma "
+    "et al.'s benchmark"
   )
   if r < SEVERE_IMBALANCE_FRACTION:
     names.append("dice_focal")
@@ -221,9 +231,13 @@ def _rule_thin(stats) -> Advice | None:
   parts = ", ".join(f"{c['name']!r} {_pct(c['thin_fraction'])}" for c in thin)
   why = (
     f"thin structures: share of pixels in thin components ({parts}) >= {_pct(THIN_MIN_SHARE)}; "
-    "clDice rewards the skeleton's connectivity, which overlap losses barely see"
+    "clDice rewards the skeleton's connectivity, which overlap losses barely see; Skeleton "
+    "Recall (on top of Dice + CE, as in its paper) asks for the tubed skeleton of the truth to "
+    "be covered, at a fraction of clDice's cost"
   )
-  return Advice("thin", ("cldice",), why, sources=("shit2021",))
+  return Advice(
+    "thin", ("cldice", "dice_skeleton_recall"), why, sources=("shit2021", "kirchhoff2024")
+  )
 
 
 def _rule_boundary(stats) -> Advice | None:
@@ -304,11 +318,11 @@ RULES: tuple[Rule, ...] = (
   Rule(
     "imbalance",
     f"rarest foreground class < {IMBALANCE_FRACTION:g} of the pixels: dice, dice_ce, "
-    f"focal_tversky (+ dice_focal under {SEVERE_IMBALANCE_FRACTION:g}; + generalized_dice with "
-    "several foreground classes)",
+    f"dice_topk, focal_tversky (+ dice_focal under {SEVERE_IMBALANCE_FRACTION:g}; "
+    "+ generalized_dice with several foreground classes)",
     _rule_imbalance,
   ),
-  Rule("thin", f"thin share >= {THIN_MIN_SHARE:g}: cldice", _rule_thin),
+  Rule("thin", f"thin share >= {THIN_MIN_SHARE:g}: cldice, dice_skeleton_recall", _rule_thin),
   Rule(
     "boundary",
     f"boundary share >= {BOUNDARY_MIN_SHARE:g} or median object < {SMALL_OBJECT_FRACTION:g} "

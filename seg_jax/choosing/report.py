@@ -68,7 +68,8 @@ def _results_table(summary: Mapping) -> list[str]:
   results, baseline = summary["results"], summary["baseline"]
   topo = summary.get("topology")
   header = ["rank", "loss", "Dice [95 % CI]", "per seed", f"vs `{baseline}`", "vs best"]
-  header += ["IoU [95 % CI]", "HD95 px [95 % CI]"] + (["Betti-0 error"] if topo else [])
+  header += ["NSD@1px [95 % CI]", "IoU [95 % CI]", "HD95 px [95 % CI]"]
+  header += ["Betti-0 error"] if topo else []
   header += ["flags"]
   rows = []
   for k, name in enumerate(summary["ranking"], 1):
@@ -81,6 +82,7 @@ def _results_table(summary: Mapping) -> list[str]:
       _per_seed(r.get("dice_mean")),
       _vs(r.get("vs_baseline")),
       "(best)" if name == summary["best"] else _vs(r.get("vs_best")),
+      mean_ci(r.get("nsd_mean")),
       mean_ci(r.get("iou_mean")),
       mean_ci(r.get("hd95"), 2),
     ]
@@ -116,19 +118,28 @@ def _runs_table(summary: Mapping) -> list[str]:
 def _per_class_table(summary: Mapping) -> list[str]:
   classes = summary["class_names"][1:]
   rows = [
-    [f"`{n}`", *(mean_ci(summary["results"][n].get(f"dice/{c}")) for c in classes)]
+    [
+      f"`{n}`",
+      *(mean_ci(summary["results"][n].get(f"dice/{c}")) for c in classes),
+      *(mean_ci(summary["results"][n].get(f"nsd/{c}")) for c in classes),
+    ]
     for n in summary["ranking"]
   ]
-  return _table(["loss", *(f"Dice `{c}` [95 % CI]" for c in classes)], rows)
+  header = ["loss", *(f"Dice `{c}` [95 % CI]" for c in classes)]
+  header += [f"NSD@1px `{c}` [95 % CI]" for c in classes]
+  return _table(header, rows)
 
 
 def _definitions(summary: Mapping) -> list[str]:
   lines = [
-    "Columns: `Dice`, `IoU`, `HD95` are means over seeds of the per-image values on the "
-    f"`{summary['eval_split']}` split (foreground classes; an image whose truth lacks a class is "
-    "left out of that class's values; HD95 where prediction and truth both have the class), "
-    "with their 95 % bootstrap interval. `vs` columns: mean paired difference, its 95 % "
-    "interval and the Holm-corrected Wilcoxon p-value; `*` marks a significant difference. "
+    "Columns: `Dice`, `NSD@1px`, `IoU`, `HD95` are means over seeds of the per-image values on "
+    f"the `{summary['eval_split']}` split (foreground classes; an image whose truth lacks a class "
+    "is left out of that class's values; HD95 where prediction and truth both have the class), "
+    "with their 95 % bootstrap interval. `NSD@1px` is the normalised surface Dice (Nikolov et al. "
+    "2021): the share of the predicted and true contours within 1 pixel of each other (0 where "
+    "the class is not predicted); Dice counts pixels, NSD rewards boundaries. `vs` columns: "
+    "mean paired difference, its 95 % interval and the Holm-corrected Wilcoxon p-value; `*` "
+    "marks a significant difference. "
   ]
   if summary.get("topology"):
     lines[0] += (

@@ -35,7 +35,7 @@ MIN_RISE = 0.01
 MISCALIBRATION_MARGIN = 0.10
 LAST_PART = 0.25  # "The last 25 % of the schedule" of the not_converged flag.
 # Per-image metrics summarised for every loss: name in the summary -> key of the evaluation.
-METRICS = {"dice_mean": "dice", "iou_mean": "iou", "hd95": "hd95"}
+METRICS = {"dice_mean": "dice", "iou_mean": "iou", "nsd_mean": "nsd", "hd95": "hd95"}
 TOPOLOGY_METRIC = ("betti0_error", "betti0_error")
 
 
@@ -76,13 +76,14 @@ def run_flags(run: Mapping, *, spread: float, total_steps: int) -> list[str]:
 
 
 def _per_loss_arrays(runs, key: str, num_images: int, column: int | None = None):
-  """Loss -> ``(seeds, images)`` of evaluation ``key`` (NaN rows for runs without one)."""
+  """Loss -> ``(seeds, images)`` of evaluation ``key`` (NaN rows for runs without one, or whose
+  cached evaluation predates the metric)."""
   out = {}
   for name, by_seed in runs.items():
     rows = []
     for seed in sorted(by_seed):
       ev = by_seed[seed].get("eval")
-      if ev is None:
+      if ev is None or key not in ev:
         rows.append(np.full(num_images, np.nan))
       else:
         v = np.asarray(ev[key], np.float64)
@@ -118,8 +119,9 @@ def analyse(
 
   Returns:
     ``{'results', 'ranking', 'best', 'verdict', 'protocol'}``. ``results[loss]`` holds
-    ``dice_mean``, ``iou_mean``, ``hd95`` (and ``betti0_error`` with ``topology``; ``dice/<class>``
-    for multiclass data), each ``{'mean', 'std', 'ci95', 'per_seed'}`` over per-image values;
+    ``dice_mean``, ``iou_mean``, ``nsd_mean`` (normalised surface Dice at 1 px), ``hd95`` (and
+    ``betti0_error`` with ``topology``; ``dice/<class>`` and ``nsd/<class>`` for multiclass
+    data), each ``{'mean', 'std', 'ci95', 'per_seed'}`` over per-image values;
     ``vs_baseline`` and ``vs_best`` (``{'diff', 'ci95', 'p_value', 'p_holm', 'significant'}``,
     ``None`` for the loss itself); ``tied_with_best``; ``runs`` (per seed, as a string:
     ``status``, ``flags``, ``collapse``, ``final_dice_mean``, ``threshold_free``, ``rise``,
@@ -164,6 +166,7 @@ def analyse(
   if len(class_names) > 2:
     for j, c in enumerate(class_names[1:]):
       arrays[f"dice/{c}"] = _per_loss_arrays(runs, "dice_per_class", num_images, j)
+      arrays[f"nsd/{c}"] = _per_loss_arrays(runs, "nsd_per_class", num_images, j)
   for m, per_loss in arrays.items():
     for name, x in per_loss.items():
       results[name][m] = stats.summarize(x, n_boot=n_boot)

@@ -732,8 +732,8 @@ def dice_skeleton_recall_loss(
     Convention: ``include_background`` goes to dice only (the skeleton term is foreground only;
     nnU-Net's trainer also uses ``do_bg=False`` for dice: pass ``include_background=False`` to
     match it); ``per_image``, ``smooth``, ``ignore_empty`` to dice and the skeleton term;
-    ``class_weights`` to all three; ``soft_labels`` to dice; ``label_smoothing`` to cross-entropy; ``skeleton``,
-    ``num_iter``, ``tube`` to the skeleton term.
+    ``class_weights`` to all three; ``soft_labels`` to dice; ``label_smoothing`` to
+    cross-entropy; ``skeleton``, ``num_iter``, ``tube`` to the skeleton term.
 
     Args:
   {standard}
@@ -855,6 +855,25 @@ def _downsample(labels, mask, factors, *, dense: bool):
   return y_ds, kept / size
 
 
+def nnunet_weights(num_outputs: int) -> tuple[float, ...]:
+  r"""nnU-Net v2's deep-supervision weights for ``num_outputs`` outputs, finest first.
+
+  :math:`\tilde w_i = 2^{-i}`, :math:`\tilde w_{n-1} = 0` (the coarsest output), normalised to
+  sum 1; one output gets ``(1.0,)``. See :func:`deep_supervision`.
+
+  Example:
+    >>> [round(w, 4) for w in nnunet_weights(3)]
+    [0.6667, 0.3333, 0.0]
+  """
+  if not isinstance(num_outputs, int) or isinstance(num_outputs, bool) or num_outputs < 1:
+    raise ValueError(f"nnunet_weights: num_outputs must be an int >= 1, got {num_outputs!r}.")
+  if num_outputs == 1:
+    return (1.0,)
+  w = np.array([2.0**-i for i in range(num_outputs)])
+  w[-1] = 0.0
+  return tuple(float(x) for x in w / w.sum())
+
+
 def deep_supervision(
   loss_fn: Callable[..., jax.Array], weights: Sequence[float] | None = None
 ) -> Callable[..., jax.Array]:
@@ -875,10 +894,14 @@ def deep_supervision(
   Labels (and ``mask``) may instead be given as sequences, one per output, already at each
   output's resolution (as nnU-Net's data loader produces them); they are then used as given.
 
-  Default weights are nnU-Net's :math:`w_i = 2^{-i} / \sum_j 2^{-j}` (halving per level,
-  normalised to sum 1). nnU-Net v2 additionally sets the coarsest output's weight to 0 before
-  normalising; pass ``weights`` explicitly for that. Explicit weights are used as given (not
-  normalised); a weight of 0 skips that output.
+  Default weights are nnU-Net v2's (``nnUNetTrainer._build_loss``): :math:`\tilde w_i = 2^{-i}`
+  for output :math:`i = 0 .. n-1` (finest first, halving per level), the coarsest set to 0,
+  :math:`\tilde w_{n-1} = 0`, then normalised to sum 1, :math:`w_i = \tilde w_i / \sum_j
+  \tilde w_j`. Three outputs get ``(4/6, 2/6, 0)``, four ``(8/14, 4/14, 2/14, 0)``, two
+  ``(1, 0)``; a single output gets weight 1 (nnU-Net does not wrap the loss then). The coarsest
+  output is therefore not computed by default (nnU-Net drops it because its resolution is too
+  low to carry a useful signal). Explicit weights are used as given (not normalised); a weight
+  of 0 skips that output.
 
   Args:
     loss_fn: a loss ``(logits, labels, **options) -> jax.Array`` (e.g. ``losses.get('dice_ce')``).
@@ -929,8 +952,7 @@ def deep_supervision(
     if n == 0:
       raise ValueError(f"{where}: outputs is empty.")
     if weights is None:
-      w = np.array([2.0**-i for i in range(n)])
-      ws = tuple(float(x) for x in w / w.sum())
+      ws = nnunet_weights(n)
     else:
       if len(weights) != n:
         raise ValueError(

@@ -110,7 +110,8 @@ def default_config() -> ml_collections.ConfigDict:
   c.model.num_groups = 8
   c.model.dtype = "float32"
   c.model.deep_supervision = False
-  # Per-output weights of the deep-supervision loss, finest first; () uses nnU-Net's defaults.
+  # Per-output weights of the deep-supervision loss, finest first; () uses nnU-Net v2's defaults
+  # (2^-i halving from the finest, the coarsest 0, normalised to sum 1).
   c.model.deep_supervision_weights = ()
 
   c.data = seg_data.default_config()
