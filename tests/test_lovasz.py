@@ -334,7 +334,7 @@ def test_sort_order_is_a_stable_descending_argsort(rng, monkeypatch):
   # Primary key: ignored after kept; secondary: decreasing kept error (lexsort is stable, so
   # ignored pixels stay in their original order).
   neg = np.where(kept > 0, -errors.astype(np.float64), 0.0)
-  want = np.stack([np.lexsort((e, k == 0)) for e, k in zip(neg, kept)])
+  want = np.stack([np.lexsort((e, k == 0)) for e, k in zip(neg, kept, strict=True)])
 
   def perm():
     keys = lovasz._descending_keys(jnp.asarray(errors), jnp.asarray(kept))
