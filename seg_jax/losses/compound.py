@@ -732,8 +732,8 @@ def dice_skeleton_recall_loss(
     Convention: ``include_background`` goes to dice only (the skeleton term is foreground only;
     nnU-Net's trainer also uses ``do_bg=False`` for dice: pass ``include_background=False`` to
     match it); ``per_image``, ``smooth``, ``ignore_empty`` to dice and the skeleton term;
-    ``class_weights`` to all three; ``soft_labels`` to dice; ``label_smoothing`` to cross-entropy; ``skeleton``,
-    ``num_iter``, ``tube`` to the skeleton term.
+    ``class_weights`` to all three; ``soft_labels`` to dice; ``label_smoothing`` to
+    cross-entropy; ``skeleton``, ``num_iter``, ``tube`` to the skeleton term.
 
     Args:
   {standard}
