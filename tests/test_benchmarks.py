@@ -87,3 +87,30 @@ def test_seeds_benchmark_quick(tmp_path):
   for a, b in zip(result["losses_in_turn"], result["losses_vmapped"], strict=True):
     assert abs(a - b) <= 1e-5 * max(1.0, abs(a))
   assert "| one vmapped program |" in proc.stdout
+
+
+def test_heavy_losses_benchmark_quick(tmp_path):
+  """The heavy-loss goals are computed from rows timed in one run (torch rows need --torch)."""
+  out = tmp_path / "heavy.json"
+  md = tmp_path / "BENCHMARKS.md"
+  md.write_text("# Benchmarks\n\n## Losses\n\nkept section\n")
+  proc = subprocess.run(
+    [sys.executable, "benchmarks/heavy_losses.py", "--quick", "--json", str(out)]
+    + ["--markdown", str(md)],
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  result = json.loads(out.read_text())
+  first = result["shapes"][0]
+  names = [r["name"] for r in first["rows"]]
+  assert names == ["lovasz", "lovasz (before)", "cldice", "dice"]
+  rows = {r["name"]: r for r in first["rows"]}
+  # The previous sort computes the same loss as the shipped one.
+  assert abs(rows["lovasz"]["loss_value"] - rows["lovasz (before)"]["loss_value"]) < 1e-6
+  assert all(r["fwd_ms"] > 0 and r["grad_ms"] > 0 for r in first["rows"])
+  assert any(g["goal"].startswith("cldice") for g in first["goals"])
+  text = md.read_text()
+  assert "kept section" in text and "## Heavy losses" in text

@@ -322,6 +322,38 @@ def test_multiclass_in_unit_interval_and_batch_order():
     _close(swapped["pooled"], float(got["pooled"]), rtol=1e-6)
 
 
+def test_sort_order_is_a_stable_descending_argsort(rng, monkeypatch):
+  """The packed 64-bit sort (and the two-operand fallback) give NumPy's stable argsort of the
+  negated errors with ignored pixels last, on ties, signed zeros, infinities and subnormals."""
+  from seg_jax.losses import lovasz
+
+  values = np.array([0.0, -0.0, 1.0, 0.5, np.inf, 1e-40, 3.0, 0.5, 0.0, 2.0], np.float32)
+  errors = rng.choice(values, size=(3, 200)).astype(np.float32)
+  errors[2] = -errors[2]  # Negative values too (errors never are; the keys still order them).
+  kept = (rng.random(errors.shape) > 0.2).astype(np.float32)
+  # Primary key: ignored after kept; secondary: decreasing kept error (lexsort is stable, so
+  # ignored pixels stay in their original order).
+  neg = np.where(kept > 0, -errors.astype(np.float64), 0.0)
+  want = np.stack([np.lexsort((e, k == 0)) for e, k in zip(neg, kept, strict=True)])
+
+  def perm():
+    keys = lovasz._descending_keys(jnp.asarray(errors), jnp.asarray(kept))
+    return np.asarray(jax.jit(lovasz._argsort)(keys))
+
+  packed = perm()
+  monkeypatch.setattr(lovasz, "_PACKED_SORT_MAX", 0)
+  two_operands = perm()
+  np.testing.assert_array_equal(packed, two_operands)
+  # Signed zeros: the keys put +0 before -0 (as -errors ascending would in a total order); they
+  # tie in value, so compare the sorted errors, and the permutation where no zero is involved.
+  np.testing.assert_array_equal(
+    np.take_along_axis(np.where(kept > 0, errors, np.nan), packed, -1),
+    np.take_along_axis(np.where(kept > 0, errors, np.nan), want, -1),
+  )
+  nonzero = np.take_along_axis(errors != 0, want, -1)
+  np.testing.assert_array_equal(packed[nonzero], want[nonzero])
+
+
 def test_no_quadratic_intermediates():
   """O(N log N) by construction: no intermediate of the traced loss holds more than O(N) values."""
   shape = (2, 32, 32, 3)  # N = 2048 pixels, N^2 = 4M.
