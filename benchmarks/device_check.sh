@@ -11,9 +11,9 @@
 #
 # It prints and saves under $OUT: the devices, a GPU pass of the loss tests (the shard_map tests
 # need 8 devices and are left out), benchmarks/losses.py and benchmarks/train.py on the GPU
-# (JSON + a BENCHMARKS section each), benchmarks/seeds.py (3 seeds vmapped vs in turn), and the
-# main job (configs/focal.py) with its metrics. Each stage has its own time limit, so one that
-# hangs does not take the others with it.
+# (JSON + a BENCHMARKS section each), benchmarks/seeds.py (3 seeds vmapped vs in turn: one step,
+# then a whole `compare` in both --seeds_mode), and the main job (configs/focal.py) with its
+# metrics. Each stage has its own time limit, so one that hangs does not take the others with it.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -66,6 +66,8 @@ stage loss_benchmark 150 python3 benchmarks/losses.py --repeats 20 \
 stage train_benchmark 90 python3 benchmarks/train.py --data_dir "$data" \
   --json "$OUT/train_gpu.json" --markdown "$OUT/BENCHMARKS_gpu.md"
 stage seeds_benchmark 90 python3 benchmarks/seeds.py --seeds 3 --out "$OUT"
+stage seeds_compare 240 python3 benchmarks/seeds.py --compare --seeds 3 --steps 100 \
+  --workdir /tmp/seeds_compare --out "$OUT"
 stage main_job 120 python3 launch.py --config=configs/focal.py --workdir=/tmp/run_focal \
   --config.data.data_dir="$data" --config.train.progress_bar=False
 cp /tmp/run_focal/metrics.jsonl "$OUT/focal_metrics.jsonl" 2>/dev/null

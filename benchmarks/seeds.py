@@ -13,6 +13,14 @@ Run it with::
   python benchmarks/seeds.py --seeds=2 --quick    # tiny shapes, for the test
 
 It prints a table and writes ``benchmarks/results/seeds.json``.
+
+``--compare`` times instead what ships: ``seg_jax.compare.run_comparison`` of one loss with
+``N`` seeds end to end (training, evaluations, checkpoints, per-image evaluation, report; data
+built beforehand, fresh run directories under ``--workdir``), once with ``--seeds_mode=sequential``
+and once with ``--seeds_mode=vmap``, and checks that the per-seed validation Dice of the two
+agree. It writes ``seeds_compare.json`` (``seeds_compare_quick.json`` with ``--quick``)::
+
+  python benchmarks/seeds.py --compare --steps=20          # default config, 3 seeds
 """
 
 from __future__ import annotations
@@ -124,6 +132,82 @@ def measure(num_seeds: int, quick: bool, repeats: int, loss_name: str) -> dict:
   }
 
 
+def measure_compare(num_seeds: int, quick: bool, loss_name: str, steps: int, workdir: str) -> dict:
+  """Wall times of a whole comparison of ``loss_name`` in both seeds modes (module docstring)."""
+  import shutil
+
+  from seg_jax import compare
+  from seg_jax import data as seg_data
+
+  config = train_config.default_config()
+  config.data.data_dir = os.path.join(workdir, "tfds")
+  config.train.progress_bar = False
+  if quick:
+    config.model.features, config.model.depth, config.model.num_groups = 4, 2, 2
+    config.data.image_size, config.train.batch_size = 16, 8
+    config.data.synthetic.num_train, config.data.synthetic.num_validation = 32, 8
+    config.data.synthetic.num_test = 8
+  seg_data.load(config.data)  # Built once, outside the timings.
+  out = {}
+  for mode in ("sequential", "vmap"):
+    outdir = os.path.join(workdir, mode)
+    shutil.rmtree(outdir, ignore_errors=True)
+    tic = time.perf_counter()
+    summary = compare.run_comparison(
+      config, [loss_name], outdir, steps=steps, seeds=num_seeds, seeds_mode=mode,
+      topology=False, num_examples=2, echo=lambda _: None,
+    )  # fmt: skip
+    out[f"{mode}_s"] = time.perf_counter() - tic
+    out[f"{mode}_dice_per_seed"] = summary["results"][loss_name]["dice_mean"]["per_seed"]
+  diffs = [
+    abs(a - b)
+    for a, b in zip(out["sequential_dice_per_seed"], out["vmap_dice_per_seed"], strict=True)
+  ]
+  return {
+    "seeds": num_seeds,
+    "loss": loss_name,
+    "steps": steps,
+    "model": {
+      "features": config.model.features,
+      "depth": config.model.depth,
+      "image_size": config.data.image_size,
+      "batch_size": config.train.batch_size,
+    },
+    **out,
+    "vmap_over_sequential": out["vmap_s"] / out["sequential_s"],
+    "max_dice_difference": max(diffs),
+    "device": f"{jax.device_count()} x {jax.devices()[0].platform}",
+  }
+
+
+def _main_compare(args) -> dict:
+  workdir = args.workdir or os.path.join("/tmp", "seeds_compare")
+  result = measure_compare(args.seeds, args.quick, args.loss, args.steps, workdir)
+  result["machine"] = machine.machine_info()
+  m = result["model"]
+  print(
+    f"compare of {args.loss} with {args.seeds} seeds, {args.steps} steps, U-Net "
+    f"{m['features']}x{m['depth']}, batch {m['batch_size']} at {m['image_size']}^2, "
+    f"{result['device']}:"
+  )
+  print("| --seeds_mode | whole comparison (s) | ratio | per-seed validation Dice |")
+  print("|---|---:|---:|---|")
+  for mode in ("sequential", "vmap"):
+    dice = " / ".join(f"{x:.4f}" for x in result[f"{mode}_dice_per_seed"])
+    ratio = result[f"{mode}_s"] / result["sequential_s"]
+    print(f"| {mode} | {result[f'{mode}_s']:.1f} | {ratio:.2f} | {dice} |")
+  print(f"Largest per-seed Dice difference between the modes: {result['max_dice_difference']:.2e}")
+  _save(result, args.out, "seeds_compare_quick.json" if args.quick else "seeds_compare.json")
+  return result
+
+
+def _save(result: dict, out: str, name: str) -> None:
+  os.makedirs(out, exist_ok=True)
+  with open(os.path.join(out, name), "w") as f:
+    json.dump(result, f, indent=2)
+    f.write("\n")
+
+
 def main(argv=None) -> dict:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--seeds", type=int, default=3)
@@ -131,7 +215,14 @@ def main(argv=None) -> dict:
   parser.add_argument("--loss", default="dice_ce")
   parser.add_argument("--quick", action="store_true", help="tiny shapes (for the test)")
   parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
+  parser.add_argument(
+    "--compare", action="store_true", help="time whole comparisons in both --seeds_mode"
+  )
+  parser.add_argument("--steps", type=int, default=20, help="with --compare: training steps")
+  parser.add_argument("--workdir", default=None, help="with --compare: data and run directories")
   args = parser.parse_args(argv)
+  if args.compare:
+    return _main_compare(args)
   result = measure(args.seeds, args.quick, args.repeats, args.loss)
   result["machine"] = machine.machine_info()
   m = result["model"]
@@ -145,11 +236,7 @@ def main(argv=None) -> dict:
   print(
     f"| one vmapped program | {result['vmapped_s']:.3f} | {result['vmapped_over_in_turn']:.2f} |"
   )
-  os.makedirs(args.out, exist_ok=True)
-  name = "seeds_quick.json" if args.quick else "seeds.json"
-  with open(os.path.join(args.out, name), "w") as f:
-    json.dump(result, f, indent=2)
-    f.write("\n")
+  _save(result, args.out, "seeds_quick.json" if args.quick else "seeds.json")
   return result
 
 

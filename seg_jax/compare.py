@@ -8,10 +8,12 @@ Run it with::
 
 Flags: ``--config`` (default ``configs/default.py``; ``--config.a.b=v`` overrides apply to every
 run), ``--losses`` (required; ``all``: every name of :func:`seg_jax.losses.names`), ``--seeds``
-(default 3: seeds ``0 .. N-1`` for every loss), ``--baseline`` (default ``cross_entropy`` if
-compared, else the first loss), ``--topology`` (``auto``: report the Betti-0 error when
-``seg_jax.inspect``'s ``thin`` rule fires; ``on``/``off``), ``--steps`` (scale the schedule),
-``--outdir`` (default ``runs/compare/<config file stem>_<data set>``), ``--num_examples``
+(default 3: seeds ``0 .. N-1`` for every loss), ``--seeds_mode`` (``sequential``, the default: the
+runs in turn; ``vmap``: the seeds of a loss as one ``jax.vmap``-ed program, the same results to
+float rounding and faster on a GPU: BENCHMARKS.md "Seeds"), ``--baseline`` (default
+``cross_entropy`` if compared, else the first loss), ``--topology`` (``auto``: report the Betti-0
+error when ``seg_jax.inspect``'s ``thin`` rule fires; ``on``/``off``), ``--steps`` (scale the
+schedule), ``--outdir`` (default ``runs/compare/<config file stem>_<data set>``), ``--num_examples``
 (validation images in the prediction grid, default 4), ``--cpu_devices`` (as ``launch.py``). The
 exit status is 1 if a run failed with an error, 143 if SIGTERM stopped it.
 
@@ -50,6 +52,7 @@ from ml_collections import config_flags
 from seg_jax.choosing.run import (  # noqa: F401  (the public API of compare)
   DEFAULT_SEEDS,
   REPORT_FILE,
+  SEEDS_MODES,
   SHARED_OPTIONS,
   SUMMARY_FILE,
   evaluate_run,
@@ -100,6 +103,14 @@ def define_flags(
     DEFAULT_SEEDS,
     "Seeds per loss: every loss is trained with seeds 0 .. seeds-1.",
     lower_bound=1,
+    flag_values=flag_values,
+  )
+  flags.DEFINE_enum(
+    "seeds_mode",
+    "sequential",
+    list(SEEDS_MODES),
+    "How the seeds of a loss train: sequential (in turn; faster on CPU) or vmap (as one "
+    "vmapped program; faster on a GPU, see BENCHMARKS.md 'Seeds').",
     flag_values=flag_values,
   )
   flags.DEFINE_string(
@@ -162,6 +173,7 @@ def run_from_flags(flag_values: flags.FlagValues, argv: Sequence[str]) -> dict:
     outdir,
     steps=flag_values.steps,
     seeds=flag_values.seeds,
+    seeds_mode=flag_values.seeds_mode,
     baseline=flag_values.baseline,
     topology=_TOPOLOGY[flag_values.topology],
     num_examples=flag_values.num_examples,

@@ -1,4 +1,6 @@
-"""Entry points of the trainer (:mod:`seg_jax.training`): ``train.train_and_evaluate``.
+"""Entry points of the trainer (:mod:`seg_jax.training`): ``train.train_and_evaluate``, and
+``train.train_seeds_and_evaluate`` (several seeds as one vmapped program,
+:mod:`seg_jax.training.seeds`).
 
 Example::
 
@@ -12,11 +14,13 @@ Example::
 
 from seg_jax.training.devices import AXIS, make_mesh
 from seg_jax.training.loop import evaluate, train_and_evaluate
+from seg_jax.training.seeds import train_seeds_and_evaluate
 from seg_jax.training.state import (
   TrainState,
   abstract_state,
   apply_model,
   build_model,
+  init_seed_states,
   init_state,
   make_optimizer,
   split_model,
@@ -36,6 +40,7 @@ __all__ = [
   "build_loss",
   "build_model",
   "evaluate",
+  "init_seed_states",
   "init_state",
   "make_checked_eval_step",
   "make_eval_step",
@@ -44,4 +49,5 @@ __all__ = [
   "make_train_step",
   "split_model",
   "train_and_evaluate",
+  "train_seeds_and_evaluate",
 ]

@@ -54,13 +54,16 @@ def _setup(summary: Mapping, config: ml_collections.ConfigDict) -> str:
   t, m, d = config.train, config.model, config.data
   data = d.name + (f"/{d.config}" if d.name == "synthetic_shapes" else "")
   seeds = summary["seeds"]
+  mode = summary.get("seeds_mode", "sequential")
+  trained = "in turn" if mode == "sequential" else "the seeds of a loss as one vmapped program"
   return (
     f"Everything but the loss and the seed is identical across runs: data `{data}` "
     f"({d.image_size}x{d.image_size}); U-Net features={m.features} depth={m.depth} "
     f"norm={m.norm} dtype={m.dtype}; {t.steps} steps of global batch {t.batch_size}, "
     f"{t.optimizer} learning rate {t.learning_rate:g} ({t.schedule}, warm-up "
     f"{t.warmup_steps}), weight decay {t.weight_decay:g}, gradient clip {t.grad_clip_norm:g}; "
-    f"seeds {', '.join(map(str, seeds))}. Devices: {summary['devices']}."
+    f"seeds {', '.join(map(str, seeds))}, trained {trained} (`--seeds_mode={mode}`). "
+    f"Devices: {summary['devices']}."
   )
 
 

@@ -30,9 +30,21 @@ stopped on a non-finite loss (:class:`FloatingPointError`) is a result (flag ``d
 retried: same seed, same outcome); a run that failed with another error is reported and retried
 on the next invocation. A run directory written with a different configuration is an error.
 
-**Seeds as one program.** Training the seeds of one loss as one ``jax.vmap``-ed program is
-measured by ``benchmarks/seeds.py`` against running them in turn (BENCHMARKS.md); on the 2-core
-CPU it is slower, so the runs are trained in turn.
+**Seeds as one program** (``seeds_mode='vmap'``, ``--seeds_mode=vmap``). By default
+(``'sequential'``) the runs are trained in turn. With ``'vmap'`` the seeds of one loss that are
+left to train are trained together by :func:`seg_jax.train.train_seeds_and_evaluate`: one
+``jax.vmap``-ed program over their parameters stacked on a leading axis, each seed with its own
+initialisation, data order and augmentation, writing to its own run directory what its run in
+turn writes (so the evaluation, caching, statistics and report below are the same, and the
+per-seed results agree with the sequential ones to float rounding). ``benchmarks/seeds.py``
+measured one training step of 3 seeds of the default U-Net (BENCHMARKS.md, "Seeds"): the
+vmapped program takes 2.55x the time of the steps in turn on the 2-core CPU, 0.48x on an H200;
+use ``vmap`` on an accelerator. Resuming: the seeds left to train are grouped by the step of
+their latest checkpoint, and each group resumes as one program (a group interrupted together
+resumes together); a seed alone in its group trains as in ``'sequential'``. A seed that diverges
+is recorded ``diverged`` while the others train on; an error stops the group and every seed of
+it is retried at the next invocation. A run's ``wall_s`` is the group's wall time divided by its
+seeds, and its training-speed records are the group's.
 """
 
 from __future__ import annotations
@@ -72,6 +84,7 @@ BOX_FILE = "per_image_dice.png"
 RUN_FILE = "compare_run.json"
 EVAL_FILE = "compare_eval.npz"
 DEFAULT_SEEDS = 3
+SEEDS_MODES = ("sequential", "vmap")
 DEFAULT_BASELINE = "cross_entropy"
 # Config fields that do not change what a run computes (ignored when checking a run directory).
 _IRRELEVANT_FIELDS = (
@@ -169,6 +182,16 @@ def parse_seeds(seeds: int) -> list[int]:
   if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
     raise ValueError(f"seeds must be a positive int (the number of seeds), got {seeds!r}.")
   return list(range(seeds))
+
+
+def parse_seeds_mode(mode: str) -> str:
+  """``mode`` if it is one of :data:`SEEDS_MODES` (how the seeds of a loss are trained)."""
+  if mode not in SEEDS_MODES:
+    raise ValueError(
+      f"seeds_mode must be one of {', '.join(map(repr, SEEDS_MODES))} (the seeds of a loss "
+      f"trained in turn, or as one vmapped program), got {mode!r}."
+    )
+  return mode
 
 
 def run_dir(outdir: str, name: str, seed: int) -> str:
@@ -423,30 +446,49 @@ def _eta(walls: Sequence[float], remaining: int) -> str:
   return f"{remaining} run(s) to go, ETA {secs / 60:.1f} min"
 
 
-def _train_one(c, workdir: str, state: str, info: dict, mesh, is_main: bool) -> tuple[dict, bool]:
-  """Trains (or resumes) one run; returns its outcome record and whether it was preempted."""
-  if is_main:
+def _prepare_workdir(workdir: str) -> None:
+  """Creates a run directory to train in and drops its evaluation of an earlier model."""
+  if _main_process():
     os.makedirs(workdir, exist_ok=True)
-    stale = os.path.join(workdir, EVAL_FILE)  # The evaluation of an earlier model.
+    stale = os.path.join(workdir, EVAL_FILE)
     if os.path.exists(stale):
       os.remove(stale)
+
+
+def _outcome(c, workdir: str, state: str, info: dict, result, wall: float, mode: str) -> dict:
+  """The outcome record of one run's training (written to its ``compare_run.json``).
+
+  ``result``: what the trainer returned for it, or the exception it raised.
+  """
+  status, error = "trained" if state == "new" else "resumed", None
+  if isinstance(result, FloatingPointError):
+    status, error = "diverged", str(result)
+  elif isinstance(result, Exception):  # Reported per run; the other runs still train.
+    status, error = "error", f"{type(result).__name__}: {result}"
+  out = {"status": status, "error": error, "wall_s": (info.get("wall_s") or 0.0) + wall}
+  if _main_process():
+    record = {**out, "steps": c.train.steps, "seed": c.train.seed, "seeds_mode": mode}
+    _write_json(os.path.join(workdir, RUN_FILE), record)
+  out["this_wall_s"] = wall
+  return out
+
+
+def _preempted(result) -> bool:
+  return isinstance(result, dict) and bool(result.get("preempted"))
+
+
+def _train_one(c, workdir: str, state: str, info: dict, mesh) -> tuple[dict, bool]:
+  """Trains (or resumes) one run; returns its outcome record and whether it was preempted."""
+  _prepare_workdir(workdir)
   tic = time.perf_counter()
-  status, error, result = "trained" if state == "new" else "resumed", None, None
   try:
     result = train.train_and_evaluate(c, workdir, mesh=mesh)
-  except FloatingPointError as err:
-    status, error = "diverged", str(err)
-  except Exception as err:  # Reported per run; the other runs still train.
-    traceback.print_exc()
-    status, error = "error", f"{type(err).__name__}: {err}"
+  except Exception as err:
+    if not isinstance(err, FloatingPointError):
+      traceback.print_exc()
+    result = err
   wall = time.perf_counter() - tic
-  out = {"status": status, "error": error, "wall_s": (info.get("wall_s") or 0.0) + wall}
-  if is_main:
-    _write_json(
-      os.path.join(workdir, RUN_FILE), {**out, "steps": c.train.steps, "seed": c.train.seed}
-    )
-  out["this_wall_s"] = wall
-  return out, bool(result is not None and result.get("preempted"))
+  return _outcome(c, workdir, state, info, result, wall, "sequential"), _preempted(result)
 
 
 def _validate_all(configs: dict) -> None:
@@ -470,6 +512,7 @@ def run_comparison(
   steps: int | None = None,
   *,
   seeds: int = DEFAULT_SEEDS,
+  seeds_mode: str = "sequential",
   baseline: str | None = None,
   topology: bool | None = None,
   num_examples: int = 4,
@@ -486,6 +529,8 @@ def run_comparison(
     outdir: the comparison's directory; run (loss, seed) trains in ``<outdir>/<loss>/seed<k>``.
     steps: if given, the schedule is scaled to this many steps (:func:`with_steps`).
     seeds: the number of seeds; seeds ``0 .. seeds-1`` are trained.
+    seeds_mode: ``'sequential'`` (the runs in turn) or ``'vmap'`` (the seeds of a loss as one
+      vmapped program; module docstring). The results are the same up to float rounding.
     baseline: the loss the others are tested against (default ``cross_entropy`` if it is in the
       list, else the first loss).
     topology: report the Betti-0 error of each run (``None``: when :mod:`seg_jax.inspect`'s
@@ -501,11 +546,12 @@ def run_comparison(
     early with ``preempted: True`` and writes no report.
 
   Raises:
-    ValueError: unknown loss names, bad seeds or baseline, an invalid config, or a run
+    ValueError: unknown loss names, bad seeds, seeds_mode or baseline, an invalid config, or a run
       directory of a different config.
   """
   names = parse_losses(loss_names)
   seed_list = parse_seeds(seeds)
+  seeds_mode = parse_seeds_mode(seeds_mode)
   if baseline is None:
     baseline = DEFAULT_BASELINE if DEFAULT_BASELINE in names else names[0]
   if baseline not in names:
@@ -531,16 +577,27 @@ def run_comparison(
   to_train = sum(s not in ("finished", "diverged") for s in states.values())
   walls: list[float] = []
   runs: dict[str, dict[int, dict]] = {n: {} for n in names}
-  for i, key in enumerate(configs, 1):
-    tag = f"[{i}/{len(configs)}] {key[0]} seed {key[1]}"
-    run = _one_run(configs[key], run_dir(outdir, *key), key[1], states[key], tag, walls, mesh, echo)
-    if run is None:  # Preempted.
-      return {"preempted": True, "losses": names, "outdir": outdir}
-    to_train -= states[key] not in ("finished", "diverged")
-    _add_results(run, configs[key], ds, num_examples, tag, mesh, echo)
-    runs[key[0]][key[1]] = run
-    shown = {"cached": "already finished", "error": "failed"}.get(run["status"], run["status"])
-    echo(f"{tag}: {shown}{_dice_text(run, split)}; {_eta(walls, to_train)}.")
+  tags = {key: f"[{i}/{len(configs)}] {key[0]} seed {key[1]}" for i, key in enumerate(configs, 1)}
+  preempted = {"preempted": True, "losses": names, "outdir": outdir}
+  for name in names:
+    keys = [(name, s) for s in seed_list]
+    grouped = {}
+    if seeds_mode == "vmap":
+      grouped = _train_seed_groups(keys, configs, outdir, states, walls, mesh, echo)
+      if grouped is None:
+        return preempted
+    for key in keys:
+      tag, c = tags[key], configs[key]
+      run = grouped.get(key) or _one_run(
+        c, run_dir(outdir, *key), key[1], states[key], tag, walls, mesh, echo
+      )
+      if run is None:
+        return preempted
+      to_train -= states[key] not in ("finished", "diverged")
+      _add_results(run, c, ds, num_examples, tag, mesh, echo)
+      runs[name][key[1]] = run
+      shown = {"cached": "already finished", "error": "failed"}.get(run["status"], run["status"])
+      echo(f"{tag}: {shown}{_dice_text(run, split)}; {_eta(walls, to_train)}.")
 
   if topology is None:
     topology = _thin_data(ds, split)
@@ -557,6 +614,7 @@ def run_comparison(
     "config": json.loads(base.to_json_best_effort()),
     "losses": names,
     "seeds": seed_list,
+    "seeds_mode": seeds_mode,
     "baseline": baseline,
     "topology": bool(topology),
     "class_names": list(ds.class_names),
@@ -577,9 +635,7 @@ def _one_run(config, workdir, seed, state, tag, walls, mesh, echo) -> dict | Non
 
   Appends the wall time of a training to ``walls``; ``None`` if the training was preempted.
   """
-  info = _read_json(os.path.join(workdir, RUN_FILE)) or {}
-  run = {"workdir": workdir, "seed": seed, "options": train_config.loss_options(config)}
-  run.update(wall_s=info.get("wall_s"), error=info.get("error"))
+  run, info = _new_run(config, workdir, seed)
   if state in ("finished", "diverged"):
     run["status"] = "cached" if state == "finished" else "diverged"
     if state == "finished":
@@ -587,13 +643,63 @@ def _one_run(config, workdir, seed, state, tag, walls, mesh, echo) -> dict | Non
     return run
   verb = f"resuming from step {_latest_checkpoint(workdir)}" if state == "partial" else "training"
   echo(f"{tag}: {verb} ({config.train.steps} steps) in {workdir}.")
-  outcome, preempted = _train_one(config, workdir, state, info, mesh, _main_process())
+  outcome, preempted = _train_one(config, workdir, state, info, mesh)
   walls.append(outcome.pop("this_wall_s"))
   run.update(outcome)
   if preempted:
     echo(f"{tag}: preempted; rerun the same command to resume.")
     return None
   return run
+
+
+def _new_run(config, workdir: str, seed: int) -> tuple[dict, dict]:
+  """``(run record, compare_run.json of an earlier invocation)`` of a run directory."""
+  info = _read_json(os.path.join(workdir, RUN_FILE)) or {}
+  run = {"workdir": workdir, "seed": seed, "options": train_config.loss_options(config)}
+  run.update(wall_s=info.get("wall_s"), error=info.get("error"))
+  return run, info
+
+
+def _train_seed_groups(keys, configs, outdir, states, walls, mesh, echo) -> dict | None:
+  """Trains the runs ``keys`` (the seeds of one loss) that are left to train as vmapped groups
+  (module docstring): their records by key, ``None`` if preempted. Seeds alone in their group
+  are not in the result (they train in turn)."""
+  groups: dict[int, list] = {}
+  for key in keys:
+    if states[key] not in ("finished", "diverged"):
+      start = _latest_checkpoint(run_dir(outdir, *key)) if states[key] == "partial" else None
+      groups.setdefault(start or 0, []).append(key)
+  done = {}
+  for start, group in groups.items():
+    if len(group) < 2:
+      continue
+    workdirs = [run_dir(outdir, *key) for key in group]
+    index = [list(configs).index(key) + 1 for key in group]
+    tag = f"[{','.join(map(str, index))}/{len(configs)}]"
+    verb = f"resuming from step {start}" if start else "training"
+    echo(
+      f"{tag} {group[0][0]} seeds {', '.join(str(k[1]) for k in group)}: {verb} as one vmapped "
+      f"program ({configs[group[0]].train.steps} steps) in {os.path.dirname(workdirs[0])}."
+    )
+    for w in workdirs:
+      _prepare_workdir(w)
+    tic = time.perf_counter()
+    try:
+      results = train.train_seeds_and_evaluate([configs[k] for k in group], workdirs, mesh=mesh)
+    except Exception as err:  # The whole group failed (bad data, a bad config): every seed.
+      traceback.print_exc()
+      results = [err] * len(group)
+    wall = (time.perf_counter() - tic) / len(group)
+    for key, w, result in zip(group, workdirs, results, strict=True):
+      run, info = _new_run(configs[key], w, key[1])
+      outcome = _outcome(configs[key], w, states[key], info, result, wall, "vmap")
+      walls.append(outcome.pop("this_wall_s"))
+      run.update(outcome)
+      done[key] = run
+    if any(_preempted(r) for r in results):
+      echo(f"{tag}: preempted; rerun the same command to resume.")
+      return None
+  return done
 
 
 def _add_results(run: dict, config, ds, num_examples: int, tag: str, mesh, echo) -> None:

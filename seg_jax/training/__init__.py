@@ -6,6 +6,8 @@
 * :mod:`~seg_jax.training.steps`: the jitted training and evaluation steps (data parallelism,
   the gradient convention, the checked steps).
 * :mod:`~seg_jax.training.loop`: ``train_and_evaluate``: setup, step, loop, evaluation.
+* :mod:`~seg_jax.training.seeds`: ``train_seeds_and_evaluate``: several seeds of one config as
+  one ``jax.vmap``-ed program, each writing what its own run writes.
 * :mod:`~seg_jax.training.checkpoint`: orbax checkpoints (latest and best) and preemption.
 * :mod:`~seg_jax.training.outputs`: metrics.jsonl, TensorBoard, config.json, figures, console.
 

@@ -110,29 +110,44 @@ def make_optimizer(t: ml_collections.ConfigDict):
   return optax.chain(*parts, opt), schedule
 
 
-def _init_fn(model: UNet, tx, seed: int):
-  def init():
-    _, params, batch_stats = split_model(UNet(**model.config, rngs=nnx.Rngs(seed)))
-    return TrainState(
-      step=jnp.zeros((), jnp.int32),
-      params=params,
-      batch_stats=batch_stats,
-      opt_state=tx.init(params),
-    )
+def _init(model: UNet, tx, seed) -> TrainState:
+  """A fresh state, the model initialised from ``nnx.Rngs(seed)`` (an int or a PRNG key)."""
+  _, params, batch_stats = split_model(UNet(**model.config, rngs=nnx.Rngs(seed)))
+  return TrainState(
+    step=jnp.zeros((), jnp.int32),
+    params=params,
+    batch_stats=batch_stats,
+    opt_state=tx.init(params),
+  )
 
-  return init
+
+def _init_fn(model: UNet, tx, seed: int):
+  return lambda: _init(model, tx, seed)
+
+
+# Compiling the initialisation without LLVM optimisations is several times faster on CPU (the
+# random initialisers' threefry code is otherwise slow to compile) and costs nothing at run; it
+# also gives the same bits whether or not the initialisation is vmapped (init_seed_states).
+_INIT_OPTIONS = {"xla_backend_optimization_level": 0}
 
 
 def init_state(model: UNet, tx, mesh: Mesh, seed: int) -> TrainState:
   """A fresh state for ``model`` (of :func:`build_model`, initialised from ``nnx.Rngs(seed)``),
   replicated over ``mesh`` (the initialisation runs once, jitted)."""
-  # Runs once: compiling it without LLVM optimisations is several times faster on CPU (the
-  # random initialisers' threefry code is otherwise slow to compile) and costs nothing at run.
   return jax.jit(
     _init_fn(model, tx, seed),
     out_shardings=NamedSharding(mesh, P()),
-    compiler_options={"xla_backend_optimization_level": 0},
+    compiler_options=_INIT_OPTIONS,
   )()
+
+
+def init_seed_states(model: UNet, tx, mesh: Mesh, seeds) -> TrainState:
+  """The states of :func:`init_state` for every seed of ``seeds``, stacked on a leading seed
+  axis (every leaf ``(len(seeds), *shape)``), initialised by one ``jax.vmap``-ed program.
+  Slice ``s`` holds the same values as ``init_state(model, tx, mesh, seeds[s])``."""
+  keys = jax.vmap(jax.random.key)(jnp.asarray(seeds, jnp.uint32))
+  init = jax.vmap(lambda key: _init(model, tx, key))
+  return jax.jit(init, out_shardings=NamedSharding(mesh, P()), compiler_options=_INIT_OPTIONS)(keys)
 
 
 def abstract_state(model: UNet, tx, mesh: Mesh) -> TrainState:

@@ -23,6 +23,10 @@ decay (optax), after clipping the gradient's global norm. A step whose loss, gra
 parameters, optimizer state or batch statistics are not finite leaves the state unchanged and
 says so in its ``finite`` output.
 
+**Seeds as one program** (``seeds=True``): the per-device step is ``jax.vmap``-ed over a
+leading seed axis of the state and of the batch (:func:`seed_step`), inside the same
+``jit(shard_map)``: the seeds of one loss train as one program (:mod:`seg_jax.training.seeds`).
+
 **Checked steps** use :func:`seg_jax.losses.checked` and are built with
 :func:`seg_jax.losses.checkified`: they return a ``checkify`` error next to their outputs, which
 :func:`input_error` turns into the exception to raise on the host.
@@ -98,7 +102,9 @@ def _all_finite(tree) -> jax.Array:
   return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
 
 
-def make_train_step(model: UNet, loss_fn, tx, schedule, mesh: Mesh, *, checked: bool = False):
+def make_train_step(
+  model: UNet, loss_fn, tx, schedule, mesh: Mesh, *, checked: bool = False, seeds: bool = False
+):
   """The jitted data-parallel step ``(state, batch) -> (state, metrics)``.
 
   ``state`` is donated. ``batch``: ``image``, ``label`` and the per-example targets of
@@ -109,6 +115,10 @@ def make_train_step(model: UNet, loss_fn, tx, schedule, mesh: Mesh, *, checked: 
 
   With ``checked``, the loss is :func:`seg_jax.losses.checked` and the step is checkified: it
   returns ``(err, (state, metrics))``, ``err`` a ``checkify.Error`` for :func:`input_error`.
+
+  With ``seeds``, the step trains several seeds as one program (:func:`seed_step`): ``state``
+  has a leading seed axis (:func:`seg_jax.training.state.init_seed_states`), ``batch`` is a
+  tuple of one batch per seed, and every metric has the seed axis.
   """
   # The per-example targets the loss declares (build_loss) that the batch carries.
   target_names = tuple(getattr(loss_fn, "targets", {}))
@@ -141,8 +151,22 @@ def make_train_step(model: UNet, loss_fn, tx, schedule, mesh: Mesh, *, checked: 
     }
     return new, out
 
-  mapped = jax.shard_map(per_device, mesh=mesh, in_specs=(P(), P(AXIS)), out_specs=(P(), P()))
+  body = seed_step(per_device) if seeds else per_device
+  mapped = jax.shard_map(body, mesh=mesh, in_specs=(P(), P(AXIS)), out_specs=(P(), P()))
   return jax.jit(losses.checkified(mapped) if checked else mapped, donate_argnums=0)
+
+
+def seed_step(per_device):
+  """``per_device(state, batch)`` (one seed) as a step of several seeds: ``(states, batches)``,
+  ``states`` stacked on a leading seed axis and ``batches`` a tuple of one batch per seed (each
+  this device's shard), stacked here and ``jax.vmap``-ed over with the states. Every seed's
+  collectives (the loss's ``psum`` over ``'data'``, batch norm) stay its own."""
+
+  def step(states, batches):
+    batch = jax.tree.map(lambda *x: jnp.stack(x), *batches)
+    return jax.vmap(per_device)(states, batch)
+
+  return step
 
 
 def _main_output(out):
@@ -173,12 +197,16 @@ def make_eval_step(model: UNet, mesh: Mesh, *, probabilities: bool = False):
   return jax.jit(mapped)
 
 
-def make_checked_eval_step(model: UNet, loss_fn, mesh: Mesh):
+def make_checked_eval_step(model: UNet, loss_fn, mesh: Mesh, *, seeds: bool = False):
   """The jitted checkified step ``(state, images, labels, valid) -> (err, predicted class maps)``.
 
   Like :func:`make_eval_step`, and the main output and the labels of the rows marked ``valid``
   go through :func:`seg_jax.losses.checked` ``(loss_fn)`` (labels in range, finite outputs);
   ``err`` is for :func:`input_error`. ``loss_fn`` is the loss without deep supervision.
+
+  With ``seeds``, ``state`` has a leading seed axis and the step returns ``(err, (class maps,
+  finite))`` with a leading seed axis, ``finite`` ``(seeds, batch)`` telling which rows' outputs
+  were finite: ``err`` does not say which seed's outputs failed, ``finite`` does.
   """
   checked_loss = losses.checked(loss_fn)
 
@@ -187,10 +215,16 @@ def make_checked_eval_step(model: UNet, loss_fn, mesh: Mesh):
     out = _main_output(out)
     mask = jnp.broadcast_to(valid.reshape(-1, *(1,) * (labels.ndim - 1)), labels.shape)
     checked_loss(out, labels, mask=mask.astype(jnp.float32))
+    if seeds:
+      return metrics.predict_labels(out), jnp.all(jnp.isfinite(out), axis=tuple(range(1, out.ndim)))
     return metrics.predict_labels(out)
 
   spec = P(AXIS)
-  mapped = jax.shard_map(per_device, mesh=mesh, in_specs=(P(), spec, spec, spec), out_specs=spec)
+  body, out_specs = per_device, spec
+  if seeds:
+    body = jax.vmap(per_device, in_axes=(0, None, None, None))
+    out_specs = (P(None, AXIS), P(None, AXIS))
+  mapped = jax.shard_map(body, mesh=mesh, in_specs=(P(), spec, spec, spec), out_specs=out_specs)
   return jax.jit(losses.checkified(mapped))
 
 
