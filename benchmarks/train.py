@@ -138,7 +138,7 @@ def _compile(model, loss_fn, tx, schedule, mesh, state, batch, apply_model):
 def _setup(config, mesh=None, targets=None):
   """``(model, loss_fn, tx, schedule, mesh, batch, input_shape)`` of ``config``: the trainer's
   parts and one global training batch (with the per-example ``targets`` if given, as
-  ``train_batches(targets=...)``)."""
+  ``train_batches(targets=...)``; a callable ``targets(num_classes)`` gives them)."""
   from jax.sharding import NamedSharding
   from jax.sharding import PartitionSpec as P
 
@@ -156,6 +156,8 @@ def _setup(config, mesh=None, targets=None):
   tx, schedule = train.make_optimizer(t)
   sharding = NamedSharding(mesh, P(train.AXIS))
   extra = {}
+  if callable(targets):
+    targets = targets(ds.num_classes)
   if targets:
     extra = {"targets": targets, "channels": train_config.output_channels(config, ds.num_classes)}
   batches = seg_data.train_batches(
