@@ -81,11 +81,11 @@ def _group_norm_affine(self, x, *, mask=None):
 
 def _conv_transpose_einsum(self, x):
   """``nnx.ConvTranspose.__call__`` for a 2x2 stride-2 'VALID' 2D layer as one einsum: output
-  pixel ``(2i + a, 2j + b)`` is ``x[i, j] @ K[a, b]`` (flax's kernel is not flipped with
-  ``transpose_kernel=False``) plus the bias."""
+  pixel ``(2i + a, 2j + b)`` is ``x[i, j] @ K[1 - a, 1 - b]`` (``lax.conv_transpose``, as
+  flax calls it, flips the kernel's spatial axes) plus the bias."""
   import jax.numpy as jnp
 
-  k = self.kernel[...]
+  k = self.kernel[...][::-1, ::-1]  # lax.conv_transpose flips the spatial axes.
   assert k.shape[:2] == (2, 2) and tuple(self.strides) == (2, 2)
   y = jnp.einsum("nhwc,abco->nhawbo", x, k)
   n, h, _, w, _, o = y.shape
@@ -288,7 +288,44 @@ def main(argv=None) -> dict:
     runs[out["tag"]] = out
     RESULTS.write_text(json.dumps({"runs": runs}, indent=1) + "\n")
     print(f"wrote {RESULTS}")
+    write_markdown(BENCHMARKS_MD, runs)
+    print(f"updated {BENCHMARKS_MD}")
   return out
+
+
+def write_markdown(path: pathlib.Path, runs: dict) -> None:
+  """The '## Training: where the JAX time goes' section: one table per tagged run."""
+  from seg_jax.machine import write_section
+
+  section = [
+    SECTION,
+    "",
+    "Written by `python benchmarks/train_variants.py --write` (raw numbers: "
+    "`benchmarks/results/train_variants.json`; one table per run, `--tag` naming its "
+    "`XLA_FLAGS`). Rows and method: the script's docstring. Each row's time is the median "
+    "over the rounds, and its ratio is the median over the rounds of (row time / the PyTorch "
+    "full step of the same round); compare ratios, not times, across runs.",
+  ]
+  for tag, run in runs.items():
+    m = run["machine"]
+    section += [
+      "",
+      f"Run `{tag}` (XLA_FLAGS=`{run['xla_flags'] or '(none)'}`): {m['cpu']}, {m['cores']} "
+      f"cores, {m['num_devices']} XLA CPU device(s), PyTorch {run['torch_threads']} threads; "
+      f"{m['date']}; {run['rounds']} rounds; 1-min load average "
+      f"{run['loadavg_1min_at_timing_start']} at the start of timing, "
+      f"{run['loadavg_1min_at_end']} at the end. Swapped layers' max abs difference from "
+      f"flax's: {', '.join(f'{k} {v:.1e}' for k, v in run['patch_max_abs_diff'].items())}.",
+      "",
+      "| row | ms (median) | ms (min) | / PyTorch full step |",
+      "|---|---:|---:|---:|",
+      *(
+        f"| {r['name']} | {r['ms_median']:.0f} | {r['ms_min']:.0f} | "
+        f"{r['ratio_to_torch_step']:.2f}x |"
+        for r in run["rows"]
+      ),
+    ]
+  write_section(path, section)
 
 
 if __name__ == "__main__":
