@@ -13,11 +13,12 @@ Usage::
 
 Rows (all on one fixed batch of the config's data; after compile and 2 warm-up calls each,
 ``--rounds`` rounds alternate over the rows, each row once per round; the table gives each row's
-median time and the median over the rounds of its ratio to the PyTorch full step of the same
-round):
+median time and the median over the rounds of its ratio to the faster of the round's two
+PyTorch full steps, with 2 threads and with 1):
 
 * ``torch: forward`` / ``forward+backward`` / ``full step``: ``benchmarks/torch_unet.py``'s
-  U-Net with ``dice_ce`` (the full step adds clipping and AdamW).
+  U-Net with ``dice_ce`` (the full step adds clipping and AdamW), with as many threads as cores;
+  ``full step, 1 thread``: the same with one thread.
 * ``jax: forward`` / ``forward+backward``: the U-Net (train mode) and ``dice_ce``, jitted on one
   device; ``value_and_grad`` w.r.t. the parameters for the second.
 * ``jax: trainer step``: :func:`seg_jax.train.make_train_step` on the mesh of all CPU devices
@@ -28,6 +29,11 @@ round):
   ``transposed conv as einsum`` (the 2x2 stride-2 transposed convolution as one matrix product
   and a depth-to-space reshape); ``no GroupNorm`` (a different network: the normalisation's
   whole cost, for attribution only).
+* ``jax: trainer step, XLA <options>``: the trainer's step compiled with XLA CPU options
+  (:data:`XLA_OPTIONS`: YNNPACK for the convolutions, oneDNN, YNNPACK off).
+
+The first step's loss of every trainer-step row (same state, same batch) is recorded: the swaps
+and options compute the same step.
 """
 
 from __future__ import annotations
@@ -46,6 +52,15 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "train_variants.json"
 BENCHMARKS_MD = ROOT / "BENCHMARKS.md"
 SECTION = "## Training: where the JAX time goes"
+# Per-compile XLA options (``compile(compiler_options=...)``) tried on the trainer's step.
+XLA_OPTIONS = {
+  "YNNPACK convolutions": {
+    "xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,"
+    "LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION"
+  },
+  "oneDNN": {"xla_cpu_use_onednn": True, "xla_cpu_experimental_onednn_custom_call": True},
+  "no YNNPACK": {"xla_cpu_experimental_ynn_fusion_type": ""},
+}
 
 
 def _bench_train():
@@ -138,6 +153,7 @@ def main(argv=None) -> dict:
   p.add_argument("--write", action="store_true", help="write the JSON and BENCHMARKS.md")
   p.add_argument("--only_step", action="store_true", help="only the trainer step and torch rows")
   p.add_argument("--quick", action="store_true", help="runlocal sizes, 1 round (smoke test)")
+  p.add_argument("--cpu_devices", type=int, default=-1, help="CPU devices, as benchmarks/train.py")
   args = p.parse_args(argv)
 
   import jax
@@ -151,7 +167,9 @@ def main(argv=None) -> dict:
 
   cfg_name = "runlocal.py" if args.quick else "default.py"
   config = bench.load_config(ROOT / "configs" / cfg_name)
-  devices.setup_cpu_devices(-1, (config.train.batch_size,))
+  devices.setup_cpu_devices(args.cpu_devices, (config.train.batch_size,))
+  if args.data_dir is not None:
+    config.data.data_dir = args.data_dir
   torch.set_num_threads(devices.available_cores())
   sys.path.insert(0, str(ROOT / "benchmarks"))
   import torch_unet
@@ -185,7 +203,16 @@ def main(argv=None) -> dict:
   if not args.only_step:
     rows["torch: forward"] = torch_fwd
     rows["torch: forward+backward"] = torch_fwd_bwd
-  rows["torch: full step"] = lambda: full(images, labels)
+  threads = torch.get_num_threads()
+
+  def torch_full(n):
+    torch.set_num_threads(n)
+    full(images, labels)
+    torch.set_num_threads(threads)
+
+  rows["torch: full step"] = lambda: torch_full(threads)
+  if threads > 1:
+    rows["torch: full step, 1 thread"] = lambda: torch_full(1)
 
   # JAX pieces on one device.
   state = train.init_state(model, tx, mesh, t.seed)
@@ -209,41 +236,41 @@ def main(argv=None) -> dict:
       fwd_bwd(params1, one["image"], one["label"])
     )
 
-  def trainer_step(mesh_, batch_, patches=()):
+  first_losses = {}
+
+  def trainer_step(key, mesh_, batch_, patches=(), options=None):
+    """The trainer's step (patched layers, XLA compiler options); records its first loss."""
     with contextlib.ExitStack() as stack:
       for cls, name, fn in patches:
         stack.enter_context(patched(cls, name, fn))
       st = train.init_state(model, tx, mesh_, t.seed)
       step = steps.make_train_step(model, loss_fn, tx, schedule, mesh_)
-      compiled = step.lower(st, batch_).compile()
+      compiled = step.lower(st, batch_).compile(compiler_options=options)
     box = {"state": st}
 
     def run():
       box["state"], out = compiled(box["state"], batch_)
       jax.block_until_ready(out)
+      first_losses.setdefault(key, float(out["loss"]))
 
-    return run
+    rows[key] = run
 
-  rows["jax: trainer step"] = trainer_step(mesh, batch)
+  trainer_step("jax: trainer step", mesh, batch)
   if mesh.devices.size > 1:
-    rows["jax: trainer step, 1-device mesh"] = trainer_step(train.make_mesh([dev0]), one)
+    trainer_step("jax: trainer step, 1-device mesh", train.make_mesh([dev0]), one)
   if not args.only_step:
-    rows["jax: trainer step, GroupNorm as a folded affine"] = trainer_step(
-      mesh, batch, [(nnx.GroupNorm, "__call__", _group_norm_affine)]
-    )
-    rows["jax: trainer step, transposed conv as einsum"] = trainer_step(
-      mesh, batch, [(nnx.ConvTranspose, "__call__", _conv_transpose_einsum)]
-    )
-    rows["jax: trainer step, both swaps"] = trainer_step(
+    gn = (nnx.GroupNorm, "__call__", _group_norm_affine)
+    ct = (nnx.ConvTranspose, "__call__", _conv_transpose_einsum)
+    trainer_step("jax: trainer step, GroupNorm as a folded affine", mesh, batch, [gn])
+    trainer_step("jax: trainer step, transposed conv as einsum", mesh, batch, [ct])
+    trainer_step("jax: trainer step, both swaps", mesh, batch, [gn, ct])
+    for label, options in XLA_OPTIONS.items():
+      trainer_step(f"jax: trainer step, XLA {label}", mesh, batch, options=options)
+    trainer_step(
+      "jax: trainer step, no GroupNorm (attribution only)",
       mesh,
       batch,
-      [
-        (nnx.GroupNorm, "__call__", _group_norm_affine),
-        (nnx.ConvTranspose, "__call__", _conv_transpose_einsum),
-      ],
-    )
-    rows["jax: trainer step, no GroupNorm (attribution only)"] = trainer_step(
-      mesh, batch, [(nnx.GroupNorm, "__call__", lambda self, x, mask=None: x)]
+      [(nnx.GroupNorm, "__call__", lambda self, x, mask=None: x)],
     )
 
   for fn in rows.values():
@@ -258,9 +285,11 @@ def main(argv=None) -> dict:
       tic = time.perf_counter()
       fn()
       round_t[k] = time.perf_counter() - tic
+    # The yardstick: the faster PyTorch full step (2 threads or 1) of this round.
+    yardstick = min(v for k, v in round_t.items() if k.startswith("torch: full step"))
     for k, v in round_t.items():
       times[k].append(v)
-      ratios[k].append(v / round_t["torch: full step"])
+      ratios[k].append(v / yardstick)
   out = {
     "tag": args.tag or "default",
     "xla_flags": os.environ.get("XLA_FLAGS", ""),
@@ -270,6 +299,9 @@ def main(argv=None) -> dict:
     "torch_threads": torch.get_num_threads(),
     "rounds": len(next(iter(times.values()))),
     "patch_max_abs_diff": diffs,
+    # The first step's loss of each trainer-step row, from the same state and batch: the swaps
+    # and XLA options must not change it (the attribution-only row does).
+    "first_step_loss": first_losses,
     "rows": [
       {
         "name": k,
@@ -293,6 +325,10 @@ def main(argv=None) -> dict:
   return out
 
 
+def _loss_text(x) -> str:
+  return "" if x is None else f"{x:.6f}"
+
+
 def write_markdown(path: pathlib.Path, runs: dict) -> None:
   """The '## Training: where the JAX time goes' section: one table per tagged run."""
   from seg_jax.machine import write_section
@@ -303,8 +339,9 @@ def write_markdown(path: pathlib.Path, runs: dict) -> None:
     "Written by `python benchmarks/train_variants.py --write` (raw numbers: "
     "`benchmarks/results/train_variants.json`; one table per run, `--tag` naming its "
     "`XLA_FLAGS`). Rows and method: the script's docstring. Each row's time is the median "
-    "over the rounds, and its ratio is the median over the rounds of (row time / the PyTorch "
-    "full step of the same round); compare ratios, not times, across runs.",
+    "over the rounds, and its ratio is the median over the rounds of (row time / the faster "
+    "PyTorch full step, 2 threads or 1, of the same round); compare ratios, not times, "
+    "across runs.",
   ]
   for tag, run in runs.items():
     m = run["machine"]
@@ -317,11 +354,12 @@ def write_markdown(path: pathlib.Path, runs: dict) -> None:
       f"{run['loadavg_1min_at_end']} at the end. Swapped layers' max abs difference from "
       f"flax's: {', '.join(f'{k} {v:.1e}' for k, v in run['patch_max_abs_diff'].items())}.",
       "",
-      "| row | ms (median) | ms (min) | / PyTorch full step |",
-      "|---|---:|---:|---:|",
+      "| row | ms (median) | ms (min) | / PyTorch full step | first-step loss |",
+      "|---|---:|---:|---:|---:|",
       *(
         f"| {r['name']} | {r['ms_median']:.0f} | {r['ms_min']:.0f} | "
-        f"{r['ratio_to_torch_step']:.2f}x |"
+        f"{r['ratio_to_torch_step']:.2f}x | "
+        f"{_loss_text(run.get('first_step_loss', {}).get(r['name']))} |"
         for r in run["rows"]
       ),
     ]

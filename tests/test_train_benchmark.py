@@ -153,3 +153,16 @@ def test_loss_in_step_quick(tmp_path):
   assert result["rounds"] == 2
   text = md.read_text()
   assert "kept" in text and "## Losses inside the train step" in text and "| boundary |" in text
+
+
+def test_train_variants_quick(tmp_path):
+  """The swapped layers equal flax's; the trainer-step rows are timed against PyTorch's step."""
+  pytest.importorskip("torch")
+  bench = _load("train_variants")
+  diffs = bench.check_patches()
+  assert all(v < 1e-4 for v in diffs.values())
+  out = bench.main(["--quick", "--only_step", "--cpu_devices=0", f"--data_dir={tmp_path}"])
+  rows = {r["name"]: r for r in out["rows"]}
+  assert {"torch: full step", "jax: trainer step"} <= set(rows)
+  assert all(r["ms_median"] > 0 and r["ratio_to_torch_step"] > 0 for r in rows.values())
+  assert set(out["first_step_loss"]) >= {"jax: trainer step"}
