@@ -1,0 +1,370 @@
+r"""Where the JAX train step's time goes on CPU: variants of the default U-Net step side by side,
+with the same U-Net's PyTorch step as the yardstick, in one process.
+
+Usage::
+
+  python benchmarks/train_variants.py               # default config; prints the table
+  python benchmarks/train_variants.py --write       # ... and writes
+                                                    # benchmarks/results/train_variants.json and
+                                                    # the '## Training: where the JAX time goes'
+                                                    # section of BENCHMARKS.md
+  XLA_FLAGS=... python benchmarks/train_variants.py --tag=NAME   # the same under XLA flags
+                                                    # (results keyed by --tag, merged into the JSON)
+
+Rows (all on one fixed batch of the config's data; after compile and 2 warm-up calls each,
+``--rounds`` rounds alternate over the rows, each row once per round; the table gives each row's
+median time and the median over the rounds of its ratio to the faster of the round's two
+PyTorch full steps, with 2 threads and with 1):
+
+* ``torch: forward`` / ``forward+backward`` / ``full step``: ``benchmarks/torch_unet.py``'s
+  U-Net with ``dice_ce`` (the full step adds clipping and AdamW), with as many threads as cores;
+  ``full step, 1 thread``: the same with one thread.
+* ``jax: forward`` / ``forward+backward``: the U-Net (train mode) and ``dice_ce``, jitted on one
+  device; ``value_and_grad`` w.r.t. the parameters for the second.
+* ``jax: trainer step``: :func:`seg_jax.train.make_train_step` on the mesh of all CPU devices
+  (the trainer's setting); ``... 1-device mesh``: the same step on one device.
+* ``jax: trainer step, <change>``: the trainer's step with one layer's implementation swapped at
+  trace time, the same function of the same parameters (checked against the shipped layer):
+  ``GroupNorm as a folded affine`` (statistics from per-channel sums, then ``x * a + b``), and
+  ``transposed conv as einsum`` (the 2x2 stride-2 transposed convolution as one matrix product
+  and a depth-to-space reshape); ``no GroupNorm`` (a different network: the normalisation's
+  whole cost, for attribution only).
+* ``jax: trainer step, XLA <options>``: the trainer's step compiled with XLA CPU options
+  (:data:`XLA_OPTIONS`: YNNPACK for the convolutions, oneDNN, YNNPACK off).
+
+The first step's loss of every trainer-step row (same state, same batch) is recorded: the swaps
+and options compute the same step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib.util
+import json
+import os
+import pathlib
+import statistics
+import sys
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results" / "train_variants.json"
+BENCHMARKS_MD = ROOT / "BENCHMARKS.md"
+SECTION = "## Training: where the JAX time goes"
+# Per-compile XLA options (``compile(compiler_options=...)``) tried on the trainer's step.
+XLA_OPTIONS = {
+  "YNNPACK convolutions": {
+    "xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,"
+    "LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION"
+  },
+  "oneDNN": {"xla_cpu_use_onednn": True, "xla_cpu_experimental_onednn_custom_call": True},
+  "no YNNPACK": {"xla_cpu_experimental_ynn_fusion_type": ""},
+}
+
+
+def _bench_train():
+  spec = importlib.util.spec_from_file_location("_bench_train", ROOT / "benchmarks" / "train.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def _group_norm_affine(self, x, *, mask=None):
+  """``nnx.GroupNorm.__call__`` (no reduction_axes, no mask) as a folded affine map: per-channel
+  sums over the spatial axes, group statistics from them, then ``x * a + b`` per example and
+  channel. The same function as flax's (two-pass variance replaced by E[x^2] - E[x]^2, as
+  flax's ``use_fast_variance``)."""
+  import jax.numpy as jnp
+  from jax import lax
+
+  assert mask is None and self.reduction_axes is None
+  n, c = x.shape[0], x.shape[-1]
+  g = self.num_groups
+  spatial = tuple(range(1, x.ndim - 1))
+  count = float(self.group_size) * float(jnp.prod(jnp.array(x.shape[1:-1])))
+  s1 = jnp.sum(x, axis=spatial).reshape(n, g, c // g).sum(-1)
+  s2 = jnp.sum(jnp.square(x), axis=spatial).reshape(n, g, c // g).sum(-1)
+  mean = s1 / count
+  var = jnp.maximum(s2 / count - jnp.square(mean), 0.0)
+  inv = jnp.repeat(lax.rsqrt(var + self.epsilon), c // g, axis=1)  # (n, c)
+  a = inv * self.scale[...]
+  b = self.bias[...] - jnp.repeat(mean, c // g, axis=1) * a
+  shape = (n,) + (1,) * len(spatial) + (c,)
+  return x * a.reshape(shape) + b.reshape(shape)
+
+
+def _conv_transpose_einsum(self, x):
+  """``nnx.ConvTranspose.__call__`` for a 2x2 stride-2 'VALID' 2D layer as one einsum: output
+  pixel ``(2i + a, 2j + b)`` is ``x[i, j] @ K[1 - a, 1 - b]`` (``lax.conv_transpose``, as
+  flax calls it, flips the kernel's spatial axes) plus the bias."""
+  import jax.numpy as jnp
+
+  k = self.kernel[...][::-1, ::-1]  # lax.conv_transpose flips the spatial axes.
+  assert k.shape[:2] == (2, 2) and tuple(self.strides) == (2, 2)
+  y = jnp.einsum("nhwc,abco->nhawbo", x, k)
+  n, h, _, w, _, o = y.shape
+  y = y.reshape(n, 2 * h, 2 * w, o)
+  return y + self.bias[...] if self.bias is not None else y
+
+
+@contextlib.contextmanager
+def patched(cls, name, fn):
+  original = getattr(cls, name)
+  setattr(cls, name, fn)
+  try:
+    yield
+  finally:
+    setattr(cls, name, original)
+
+
+def check_patches(seed: int = 0) -> dict:
+  """Max abs difference of each swapped layer from flax's on random inputs (must be ~1e-6)."""
+  import jax
+  import jax.numpy as jnp
+  from flax import nnx
+
+  x = jax.random.normal(jax.random.key(seed), (2, 8, 8, 16))
+  gn = nnx.GroupNorm(16, num_groups=8, rngs=nnx.Rngs(0))
+  gn.scale[...] = jax.random.normal(jax.random.key(1), (16,))
+  gn.bias[...] = jax.random.normal(jax.random.key(2), (16,))
+  ref = gn(x)
+  with patched(nnx.GroupNorm, "__call__", _group_norm_affine):
+    got = gn(x)
+  ct = nnx.ConvTranspose(16, 8, (2, 2), strides=(2, 2), padding="VALID", rngs=nnx.Rngs(0))
+  ct.bias[...] = jax.random.normal(jax.random.key(3), (8,))
+  ref_t = ct(x)
+  with patched(nnx.ConvTranspose, "__call__", _conv_transpose_einsum):
+    got_t = ct(x)
+  diffs = {
+    "group_norm_affine": float(jnp.max(jnp.abs(got - ref))),
+    "conv_transpose_einsum": float(jnp.max(jnp.abs(got_t - ref_t))),
+  }
+  for k, v in diffs.items():
+    if not v < 1e-4:
+      raise AssertionError(f"{k} differs from flax's layer by {v}")
+  return diffs
+
+
+def main(argv=None) -> dict:
+  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  p.add_argument("--rounds", type=int, default=10)
+  p.add_argument("--tag", default="", help="name of this run's XLA flags (results key)")
+  p.add_argument("--write", action="store_true", help="write the JSON and BENCHMARKS.md")
+  p.add_argument("--only_step", action="store_true", help="only the trainer step and torch rows")
+  p.add_argument("--quick", action="store_true", help="runlocal sizes, 1 round (smoke test)")
+  p.add_argument("--cpu_devices", type=int, default=-1, help="CPU devices, as benchmarks/train.py")
+  args = p.parse_args(argv)
+
+  import jax
+  import numpy as np
+  import torch
+
+  bench = _bench_train()
+  from seg_jax import train
+  from seg_jax.machine import machine_info
+  from seg_jax.training import devices, steps
+
+  cfg_name = "runlocal.py" if args.quick else "default.py"
+  config = bench.load_config(ROOT / "configs" / cfg_name)
+  devices.setup_cpu_devices(args.cpu_devices, (config.train.batch_size,))
+  if args.data_dir is not None:
+    config.data.data_dir = args.data_dir
+  torch.set_num_threads(devices.available_cores())
+  sys.path.insert(0, str(ROOT / "benchmarks"))
+  import torch_unet
+  from flax import nnx
+
+  t = config.train
+  diffs = check_patches()
+  model, loss_fn, tx, schedule, mesh, batch, input_shape = bench._setup(config)
+  rows = {}
+
+  # PyTorch.
+  m = config.model
+  net = torch_unet.TorchUNet(
+    input_shape[-1], model.config["num_classes"], features=m.features, depth=m.depth,
+    num_groups=m.num_groups,
+  )  # fmt: skip
+  images = torch.from_numpy(np.array(batch["image"])).permute(0, 3, 1, 2).contiguous()
+  labels = torch.from_numpy(np.array(batch["label"], np.int64))
+  full = torch_unet.make_step(
+    net, lr=t.learning_rate, b1=t.b1, b2=t.b2, eps=t.eps, weight_decay=t.weight_decay,
+    grad_clip_norm=t.grad_clip_norm,
+  )  # fmt: skip
+
+  def torch_fwd():
+    torch_unet.dice_ce(net(images), labels).detach()
+
+  def torch_fwd_bwd():
+    net.zero_grad(set_to_none=True)
+    torch_unet.dice_ce(net(images), labels).backward()
+
+  if not args.only_step:
+    rows["torch: forward"] = torch_fwd
+    rows["torch: forward+backward"] = torch_fwd_bwd
+  threads = torch.get_num_threads()
+
+  def torch_full(n):
+    torch.set_num_threads(n)
+    full(images, labels)
+    torch.set_num_threads(threads)
+
+  rows["torch: full step"] = lambda: torch_full(threads)
+  if threads > 1:
+    rows["torch: full step, 1 thread"] = lambda: torch_full(1)
+
+  # JAX pieces on one device.
+  state = train.init_state(model, tx, mesh, t.seed)
+  dev0 = jax.devices()[0]
+  one = jax.device_put(batch, dev0)
+  params1 = jax.device_put(state.params, dev0)
+  plain_loss = train.build_loss(config).func  # without axis_name
+  graphdef = nnx.graphdef(model)
+
+  def loss_of(params, images, labels):
+    out = nnx.merge(graphdef, params)(images, train=True)
+    return plain_loss(out, labels)
+
+  if not args.only_step:
+    fwd = jax.jit(loss_of)
+    fwd_bwd = jax.jit(jax.value_and_grad(loss_of))
+    rows["jax: forward (1 device)"] = lambda: jax.block_until_ready(
+      fwd(params1, one["image"], one["label"])
+    )
+    rows["jax: forward+backward (1 device)"] = lambda: jax.block_until_ready(
+      fwd_bwd(params1, one["image"], one["label"])
+    )
+
+  first_losses = {}
+
+  def trainer_step(key, mesh_, batch_, patches=(), options=None):
+    """The trainer's step (patched layers, XLA compiler options); records its first loss."""
+    with contextlib.ExitStack() as stack:
+      for cls, name, fn in patches:
+        stack.enter_context(patched(cls, name, fn))
+      st = train.init_state(model, tx, mesh_, t.seed)
+      step = steps.make_train_step(model, loss_fn, tx, schedule, mesh_)
+      compiled = step.lower(st, batch_).compile(compiler_options=options)
+    box = {"state": st}
+
+    def run():
+      box["state"], out = compiled(box["state"], batch_)
+      jax.block_until_ready(out)
+      first_losses.setdefault(key, float(out["loss"]))
+
+    rows[key] = run
+
+  trainer_step("jax: trainer step", mesh, batch)
+  if mesh.devices.size > 1:
+    trainer_step("jax: trainer step, 1-device mesh", train.make_mesh([dev0]), one)
+  if not args.only_step:
+    gn = (nnx.GroupNorm, "__call__", _group_norm_affine)
+    ct = (nnx.ConvTranspose, "__call__", _conv_transpose_einsum)
+    trainer_step("jax: trainer step, GroupNorm as a folded affine", mesh, batch, [gn])
+    trainer_step("jax: trainer step, transposed conv as einsum", mesh, batch, [ct])
+    trainer_step("jax: trainer step, both swaps", mesh, batch, [gn, ct])
+    for label, options in XLA_OPTIONS.items():
+      trainer_step(f"jax: trainer step, XLA {label}", mesh, batch, options=options)
+    trainer_step(
+      "jax: trainer step, no GroupNorm (attribution only)",
+      mesh,
+      batch,
+      [(nnx.GroupNorm, "__call__", lambda self, x, mask=None: x)],
+    )
+
+  for fn in rows.values():
+    fn()
+    fn()
+  times = {k: [] for k in rows}
+  ratios = {k: [] for k in rows}
+  load0 = os.getloadavg()[0]
+  for _ in range(1 if args.quick else args.rounds):
+    round_t = {}
+    for k, fn in rows.items():
+      tic = time.perf_counter()
+      fn()
+      round_t[k] = time.perf_counter() - tic
+    # The yardstick: the faster PyTorch full step (2 threads or 1) of this round.
+    yardstick = min(v for k, v in round_t.items() if k.startswith("torch: full step"))
+    for k, v in round_t.items():
+      times[k].append(v)
+      ratios[k].append(v / yardstick)
+  out = {
+    "tag": args.tag or "default",
+    "xla_flags": os.environ.get("XLA_FLAGS", ""),
+    "machine": machine_info(),
+    "loadavg_1min_at_timing_start": round(load0, 2),
+    "loadavg_1min_at_end": round(os.getloadavg()[0], 2),
+    "torch_threads": torch.get_num_threads(),
+    "rounds": len(next(iter(times.values()))),
+    "patch_max_abs_diff": diffs,
+    # The first step's loss of each trainer-step row, from the same state and batch: the swaps
+    # and XLA options must not change it (the attribution-only row does).
+    "first_step_loss": first_losses,
+    "rows": [
+      {
+        "name": k,
+        "ms_median": 1e3 * statistics.median(v),
+        "ms_min": 1e3 * min(v),
+        "ratio_to_torch_step": statistics.median(ratios[k]),
+      }
+      for k, v in times.items()
+    ],
+  }
+  for r in out["rows"]:
+    print(f"  {r['name']}: {r['ms_median']:.0f} ms (min {r['ms_min']:.0f}), "
+          f"{r['ratio_to_torch_step']:.2f}x torch step", flush=True)  # fmt: skip
+  if args.write:
+    runs = json.loads(RESULTS.read_text())["runs"] if RESULTS.exists() else {}
+    runs[out["tag"]] = out
+    RESULTS.write_text(json.dumps({"runs": runs}, indent=1) + "\n")
+    print(f"wrote {RESULTS}")
+    write_markdown(BENCHMARKS_MD, runs)
+    print(f"updated {BENCHMARKS_MD}")
+  return out
+
+
+def _loss_text(x) -> str:
+  return "" if x is None else f"{x:.6f}"
+
+
+def write_markdown(path: pathlib.Path, runs: dict) -> None:
+  """The '## Training: where the JAX time goes' section: one table per tagged run."""
+  from seg_jax.machine import write_section
+
+  section = [
+    SECTION,
+    "",
+    "Written by `python benchmarks/train_variants.py --write` (raw numbers: "
+    "`benchmarks/results/train_variants.json`; one table per run, `--tag` naming its "
+    "`XLA_FLAGS`). Rows and method: the script's docstring. Each row's time is the median "
+    "over the rounds, and its ratio is the median over the rounds of (row time / the faster "
+    "PyTorch full step, 2 threads or 1, of the same round); compare ratios, not times, "
+    "across runs.",
+  ]
+  for tag, run in runs.items():
+    m = run["machine"]
+    section += [
+      "",
+      f"Run `{tag}` (XLA_FLAGS=`{run['xla_flags'] or '(none)'}`): {m['cpu']}, {m['cores']} "
+      f"cores, {m['num_devices']} XLA CPU device(s), PyTorch {run['torch_threads']} threads; "
+      f"{m['date']}; {run['rounds']} rounds; 1-min load average "
+      f"{run['loadavg_1min_at_timing_start']} at the start of timing, "
+      f"{run['loadavg_1min_at_end']} at the end. Swapped layers' max abs difference from "
+      f"flax's: {', '.join(f'{k} {v:.1e}' for k, v in run['patch_max_abs_diff'].items())}.",
+      "",
+      "| row | ms (median) | ms (min) | / PyTorch full step | first-step loss |",
+      "|---|---:|---:|---:|---:|",
+      *(
+        f"| {r['name']} | {r['ms_median']:.0f} | {r['ms_min']:.0f} | "
+        f"{r['ratio_to_torch_step']:.2f}x | "
+        f"{_loss_text(run.get('first_step_loss', {}).get(r['name']))} |"
+        for r in run["rows"]
+      ),
+    ]
+  write_section(path, section)
+
+
+if __name__ == "__main__":
+  main()
