@@ -115,7 +115,7 @@ def build(names, overrides: dict) -> dict:
     if missing:
       raise RuntimeError(f"{name}: the batch lacks the loss's targets {missing}")
     state = train.init_state(model, tx, mesh, config.train.seed)
-    compiled, compile_s, _ = bench._compile(model, loss_fn, tx, schedule, mesh, state, batch, None)
+    compiled, compile_s, _ = bench._compile(model, loss_fn, tx, schedule, mesh, state, batch)
     for _ in range(2):
       state, out = compiled(state, batch)
     jax.block_until_ready(out)

@@ -6,9 +6,6 @@ Usage::
                                         # and the '## Training' section of BENCHMARKS.md
   python benchmarks/train.py --quick    # configs/runlocal.py sizes, a smoke test; writes only
                                         # --json / --markdown if given
-  python benchmarks/train.py --api=linen,nnx   # the NNX trainer step beside the same step on
-                                        # the former Linen U-Net (benchmarks/linen_unet.py);
-                                        # writes benchmarks/results/train_linen_nnx.json
 
 Method: the trainer's own step (:func:`seg_jax.train.make_train_step`: ``jax.shard_map`` over
 the ``'data'`` mesh of all devices inside ``jax.jit``, the configured loss, AdamW, clipping) is
@@ -21,14 +18,6 @@ pipeline is not part of the number. Reported: median step time and images/s
 memory), the
 devices' ``peak_bytes_in_use`` where the backend reports it (GPU, TPU), and the process's peak
 resident memory (which on CPU includes the device buffers).
-
-With ``--api=linen,nnx`` both steps are built in one process: the trainer's step as it is (NNX:
-the state's variables merged into the module inside the step), and the same step with the model
-application replaced by the Linen U-Net's ``apply`` on a Linen-initialised state of the same
-shapes (same loss, optimizer, mesh, donation, batch). Each is compiled in turn, then the timed
-steps alternate between the two (one Linen step, one NNX step, ...), so that load changes on a
-shared machine hit both alike; the ratios NNX / Linen of the median step time and of the compile
-time are reported.
 
 On a CPU-only machine the benchmark makes up to one XLA CPU device per core, as ``launch.py``
 does (:mod:`seg_jax.training.devices`; ``--cpu_devices`` to change), so the data-parallel step
@@ -49,11 +38,8 @@ import time
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "train.json"
-RESULTS_APIS = ROOT / "benchmarks" / "results" / "train_linen_nnx.json"
-APIS = ("linen", "nnx")
 BENCHMARKS_MD = ROOT / "BENCHMARKS.md"
 SECTION = "## Training"
-API_SECTION = "## Training: NNX vs Linen"
 
 
 def load_config(path: pathlib.Path):
@@ -65,64 +51,14 @@ def load_config(path: pathlib.Path):
   return module.get_config()
 
 
-def _linen_parts(model, tx, input_shape, mesh, seed: int):
-  """``(state, apply_model)`` for the Linen U-Net of ``model``'s configuration: a fresh
-  Linen-initialised :class:`TrainState` and the Linen form of ``training.state.apply_model``."""
-  import jax
-  import jax.numpy as jnp
-  from jax.sharding import NamedSharding
-  from jax.sharding import PartitionSpec as P
-
+def _compile(model, loss_fn, tx, schedule, mesh, state, batch):
+  """The compiled train step, its compile time and XLA's memory estimate."""
   from seg_jax import train
 
-  if str(ROOT / "benchmarks") not in sys.path:
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-  from linen_unet import UNet as LinenUNet
-
-  kwargs = {k: v for k, v in model.config.items() if k not in ("in_features", "spatial_dims")}
-  linen = LinenUNet(**kwargs)
-
-  def init():
-    variables = linen.init(jax.random.key(seed), jnp.zeros((1, *input_shape)), train=False)
-    params = variables["params"]
-    return train.TrainState(
-      jnp.zeros((), jnp.int32), params, variables.get("batch_stats", {}), tx.init(params)
-    )
-
-  state = jax.jit(
-    init,
-    out_shardings=NamedSharding(mesh, P()),
-    compiler_options={"xla_backend_optimization_level": 0},
-  )()
-
-  def apply_model(_, state, params, images, *, train):
-    variables = {"params": params}
-    if jax.tree.leaves(state.batch_stats):
-      variables["batch_stats"] = state.batch_stats
-      if train:
-        out, updates = linen.apply(variables, images, train=True, mutable=["batch_stats"])
-        return out, updates["batch_stats"]
-    return linen.apply(variables, images, train=train), state.batch_stats
-
-  return state, apply_model
-
-
-def _compile(model, loss_fn, tx, schedule, mesh, state, batch, apply_model):
-  """The compiled train step of ``api`` (``apply_model`` swapped in while it is traced), its
-  compile time and XLA's memory estimate."""
-  from seg_jax import train
-  from seg_jax.training import steps as steps_module
-
-  original = steps_module.apply_model
-  if apply_model is not None:
-    steps_module.apply_model = apply_model
-  try:
-    step = train.make_train_step(model, loss_fn, tx, schedule, mesh)
-    tic = time.perf_counter()
-    compiled = step.lower(state, batch).compile()
-    compile_s = time.perf_counter() - tic
-  finally:
-    steps_module.apply_model = original
+  step = train.make_train_step(model, loss_fn, tx, schedule, mesh)
+  tic = time.perf_counter()
+  compiled = step.lower(state, batch).compile()
+  compile_s = time.perf_counter() - tic
   memory = compiled.memory_analysis()
   xla_bytes = None
   if memory is not None:
@@ -169,10 +105,9 @@ def _setup(config, mesh=None, targets=None):
   return model, loss_fn, tx, schedule, mesh, batch, input_shape
 
 
-def run(config, *, steps: int, apis=("nnx",), compile_repeats: int = 1) -> dict:
-  """Results of the trainer's step for each of ``apis`` ('nnx', the trainer's own; 'linen',
-  the same step on the Linen U-Net), keyed by api; timed steps alternate between the apis, and
-  the compile time is the fastest of ``compile_repeats`` compiles (alternating too)."""
+def run(config, *, steps: int, compile_repeats: int = 1) -> dict:
+  """Results of the trainer's step (keyed ``'nnx'``, the model's API); the compile time is the
+  fastest of ``compile_repeats`` compiles."""
   import jax
   import numpy as np
 
@@ -182,19 +117,15 @@ def run(config, *, steps: int, apis=("nnx",), compile_repeats: int = 1) -> dict:
   model, loss_fn, tx, schedule, mesh, batch, input_shape = _setup(config)
 
   runs = {}
-  for api in apis:
-    if api == "linen":
-      state, apply_model = _linen_parts(model, tx, input_shape, mesh, t.seed)
-    else:
-      state, apply_model = train.init_state(model, tx, mesh, t.seed), None
-    n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state.params))
-    runs[api] = dict(state=state, apply_model=apply_model, n_params=n_params, compiles=[])
-  # Compile every api's step `compile_repeats` times, alternating (a fresh jit each time), and
+  state = train.init_state(model, tx, mesh, t.seed)
+  n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state.params))
+  runs["nnx"] = dict(state=state, n_params=n_params, compiles=[])
+  # Compile the step `compile_repeats` times (a fresh jit each time) and
   # keep the fastest: the first compile of a process also pays one-time costs.
   for _ in range(compile_repeats):
     for r in runs.values():
       r["compiled"], compile_s, r["xla_bytes"] = _compile(
-        model, loss_fn, tx, schedule, mesh, r["state"], batch, r["apply_model"]
+        model, loss_fn, tx, schedule, mesh, r["state"], batch
       )
       r["compiles"].append(compile_s)
   for r in runs.values():
@@ -469,15 +400,6 @@ def _plain_result(row: dict) -> dict:
   }
 
 
-def ratios(results: dict) -> dict:
-  """NNX / Linen ratios of the median step time and the compile time (> 1: NNX slower)."""
-  a, b = results["nnx"], results["linen"]
-  return {
-    "step_ms_median": a["step_ms_median"] / b["step_ms_median"],
-    "compile_s": a["compile_s"] / b["compile_s"],
-  }
-
-
 def _mib(x) -> str:
   return "n/a" if x is None else f"{x / 2**20:.1f} MiB"
 
@@ -511,59 +433,6 @@ def summary_lines(result: dict, *, markdown: bool) -> list[str]:
   if markdown:
     return ["| quantity | value |", "|---|---|", *(f"| {k} | {v} |" for k, v in rows)]
   return [f"  {k}: {v}" for k, v in rows]
-
-
-def api_lines(result: dict, *, markdown: bool) -> list[str]:
-  """The side-by-side table of ``--api=linen,nnx``."""
-  rows = []
-  for api in APIS:
-    r = result["apis"][api]
-    rows.append(
-      (api, f"{r['compile_s']:.1f} s", f"{r['step_ms_median']:.1f} ms "
-       f"({r['step_ms_min']:.1f}-{r['step_ms_max']:.1f})", f"{r['images_per_s']:.1f}",
-       f"{r['model']['parameters']:,}", _mib(r["xla_step_bytes_per_device"]))
-    )  # fmt: skip
-  q = result["ratio_nnx_over_linen"]
-  rows.append(("NNX / Linen", f"{q['compile_s']:.2f}x", f"{q['step_ms_median']:.2f}x", "", "", ""))
-  head = ("api", "compile", "step (median, min-max)", "images/s", "parameters", "XLA memory")
-  if markdown:
-    return [
-      "| " + " | ".join(head) + " |",
-      "|" + "---|" * len(head),
-      *("| " + " | ".join(row) + " |" for row in rows),
-    ]
-  return [
-    "  " + ", ".join(f"{k}: {v}" for k, v in zip(head, row, strict=True) if v) for row in rows
-  ]
-
-
-def write_api_markdown(path: pathlib.Path, result: dict) -> None:
-  """Replaces (or adds) the '## Training: NNX vs Linen' section of BENCHMARKS.md."""
-  from seg_jax.machine import write_section
-
-  m = result["machine"]
-  r = result["apis"]["nnx"]
-  section = [
-    API_SECTION,
-    "",
-    "Written by `python benchmarks/train.py --api=linen,nnx` (raw numbers: "
-    "`benchmarks/results/train_linen_nnx.json`).",
-    f"Machine: {m['cpu']}, {m['cores']} cores, {m['backend']} backend ({m['num_devices']} "
-    f"device(s)); jax {m['jax']}, flax {m['flax']}, Python {m['python']}; {m['date']} "
-    f"(1-min load average at start {m['loadavg_1min_at_start']}).",
-    "",
-    "The trainer's step on the NNX U-Net (variables merged into the module inside the step) "
-    "beside the same step on the former Linen U-Net (`benchmarks/linen_unet.py`, same "
-    f"topology), in one process: U-Net features={r['model']['features']} "
-    f"depth={r['model']['depth']} norm={r['model']['norm']} {r['model']['dtype']}, loss "
-    f"{r['loss']}, global batch {r['global_batch']} x {tuple(r['input_shape'])} on "
-    f"{r['num_devices']} device(s), {r['steps_timed']} timed steps alternating between the "
-    "two. Compile time is `lower` + `compile` of the step, the fastest of two compiles per api "
-    "(alternating). A shared machine makes these numbers noisy: compare the ratios.",
-    "",
-    *api_lines(result, markdown=True),
-  ]
-  write_section(path, section)
 
 
 def torch_lines(rows: list, *, markdown: bool) -> list[str]:
@@ -680,11 +549,6 @@ def main(argv=None) -> dict:
     help="CPU devices (-1: the most, up to one per core, dividing the batch; 0: JAX's default)",
   )
   p.add_argument(
-    "--api",
-    default="nnx",
-    help="'nnx' (the trainer's step) or 'linen,nnx' (side by side, with ratios)",
-  )
-  p.add_argument(
     "--torch",
     action="store_true",
     help="seg_jax beside the same U-Net in PyTorch, at the default and a larger config",
@@ -718,9 +582,6 @@ def main(argv=None) -> dict:
   if args.data_dir is not None:
     config.data.data_dir = args.data_dir
   steps = args.steps or (3 if args.quick else 20)
-  apis = tuple(sorted(set(args.api.split(","))))
-  if apis not in (("nnx",), APIS):
-    p.error(f"--api must be 'nnx' or 'linen,nnx', got {args.api!r}")
 
   result = {"machine": machine_info(), "config": str(config_path)}
   print(
@@ -749,16 +610,9 @@ def main(argv=None) -> dict:
     md_path = args.markdown if args.markdown or args.quick else BENCHMARKS_MD
     save_results(result, json_path, md_path, write)
     return result
-  runs = run(config, steps=steps, apis=apis, compile_repeats=2 if apis == APIS else 1)
-  result["result"] = runs["nnx"]
-  if apis == APIS:
-    result["apis"] = runs
-    result["ratio_nnx_over_linen"] = ratios(runs)
-    print("\n".join(api_lines(result, markdown=False)), flush=True)
-    default_json, write = RESULTS_APIS, write_api_markdown
-  else:
-    print("\n".join(summary_lines(result, markdown=False)), flush=True)
-    default_json, write = RESULTS, write_markdown
+  result["result"] = run(config, steps=steps)["nnx"]
+  print("\n".join(summary_lines(result, markdown=False)), flush=True)
+  default_json, write = RESULTS, write_markdown
   json_path = args.json if args.json or args.quick else default_json
   md_path = args.markdown if args.markdown or args.quick else BENCHMARKS_MD
   save_results(result, json_path, md_path, write)

@@ -42,37 +42,6 @@ def test_train_benchmark_quick(tmp_path, capsys):
   assert "images/s" in capsys.readouterr().out
 
 
-def test_train_benchmark_linen_beside_nnx(tmp_path):
-  spec = importlib.util.spec_from_file_location("_bench_train", ROOT / "benchmarks" / "train.py")
-  bench = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(bench)
-  out, md = tmp_path / "apis.json", tmp_path / "BENCHMARKS.md"
-  bench.main(
-    [
-      "--quick",
-      "--api=linen,nnx",
-      "--steps=2",
-      "--cpu_devices=0",
-      f"--data_dir={tmp_path / 'tfds'}",
-      f"--json={out}",
-      f"--markdown={md}",
-    ]
-  )
-  result = json.loads(out.read_text())
-  linen, nnx = result["apis"]["linen"], result["apis"]["nnx"]
-  # Same network: same parameter count; both steps trained on the same batch.
-  assert linen["model"]["parameters"] == nnx["model"]["parameters"] > 0
-  assert linen["steps_timed"] == nnx["steps_timed"] == 2
-  for r in (linen, nnx):
-    assert len(r["compile_s_all"]) == 2 and r["compile_s"] == min(r["compile_s_all"]) > 0
-  q = result["ratio_nnx_over_linen"]
-  assert q["step_ms_median"] == pytest.approx(nnx["step_ms_median"] / linen["step_ms_median"])
-  assert q["compile_s"] == pytest.approx(nnx["compile_s"] / linen["compile_s"])
-  assert result["result"] == nnx
-  text = md.read_text()
-  assert "## Training: NNX vs Linen" in text and "| NNX / Linen |" in text
-
-
 def _load(name):
   spec = importlib.util.spec_from_file_location(
     f"_bench_{name}", ROOT / "benchmarks" / f"{name}.py"
@@ -82,6 +51,7 @@ def _load(name):
   return module
 
 
+@pytest.mark.torch
 def test_train_benchmark_torch_beside_jax(tmp_path):
   """--torch: the same U-Net in PyTorch (equal parameter counts), both sides timed, one table."""
   pytest.importorskip("torch")  # the optional [torch] extra
@@ -110,6 +80,7 @@ def test_train_benchmark_torch_beside_jax(tmp_path):
   assert "## Training\n" in text and "| throughput |" in text
 
 
+@pytest.mark.torch
 def test_torch_unet_matches_seg_jax_parameter_count():
   """The PyTorch twin has seg_jax's parameter count at several sizes (layer for layer)."""
   pytest.importorskip("torch")
@@ -155,6 +126,7 @@ def test_loss_in_step_quick(tmp_path):
   assert "kept" in text and "## Losses inside the train step" in text and "| boundary |" in text
 
 
+@pytest.mark.torch
 def test_train_variants_quick(tmp_path):
   """The swapped layers equal flax's; the trainer-step rows are timed against PyTorch's step."""
   pytest.importorskip("torch")
