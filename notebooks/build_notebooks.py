@@ -132,11 +132,15 @@ choosing = [
     """
     FAMILY = {
         "binary_cross_entropy": "pixel", "cross_entropy": "pixel", "focal": "pixel",
+        "topk_cross_entropy": "pixel",
         "dice": "overlap", "jaccard": "overlap", "tversky": "overlap", "focal_tversky": "overlap",
         "generalized_dice": "overlap", "log_cosh_dice": "overlap", "lovasz": "overlap",
+        "mcc": "overlap", "boundary_dou": "overlap",
         "boundary": "distance", "hausdorff_dt": "distance", "cldice": "topology",
+        "skeleton_recall": "topology",
         "dice_ce": "compound", "dice_focal": "compound", "unified_focal": "compound",
-        "dice_boundary": "compound", "dice_hausdorff": "compound",
+        "dice_boundary": "compound", "dice_hausdorff": "compound", "dice_topk": "compound",
+        "dice_skeleton_recall": "compound",
     }
     assert set(FAMILY) == set(losses.names()), sorted(set(FAMILY) ^ set(losses.names()))
     rows = ["| registry name | family | what it is |", "|---|---|---|"]
