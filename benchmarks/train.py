@@ -277,9 +277,7 @@ def run_torch(
       state = train.init_state(model, tx, mesh_, t.seed)
       batch_ = batch if mesh_ is mesh else jax.device_put(batch, jax.devices()[0])
       n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state.params))
-      compiled, compile_s, xla_bytes = _compile(
-        model, loss_fn, tx, schedule, mesh_, state, batch_, None
-      )
+      compiled, compile_s, xla_bytes = _compile(model, loss_fn, tx, schedule, mesh_, state, batch_)
       box = {"state": state}
 
       def step(compiled=compiled, box=box, batch_=batch_):

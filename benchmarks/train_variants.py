@@ -154,6 +154,7 @@ def main(argv=None) -> dict:
   p.add_argument("--only_step", action="store_true", help="only the trainer step and torch rows")
   p.add_argument("--quick", action="store_true", help="runlocal sizes, 1 round (smoke test)")
   p.add_argument("--cpu_devices", type=int, default=-1, help="CPU devices, as benchmarks/train.py")
+  p.add_argument("--data_dir", default=None, help="tfds data directory (config.data.data_dir)")
   args = p.parse_args(argv)
 
   import jax
