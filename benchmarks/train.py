@@ -265,6 +265,7 @@ def run_torch(
   import torch_unet
 
   rows = []
+  threads = torch.get_num_threads()  # The PyTorch side's setting (the 1-thread side changes it).
   for name, overrides in configs:
     cfg = _override(config, overrides)
     t, m = cfg.train, cfg.model
@@ -315,8 +316,6 @@ def run_torch(
     images = torch.from_numpy(np.array(batch["image"])).permute(0, 3, 1, 2).contiguous()
     labels = torch.from_numpy(np.array(batch["label"], np.int64))
     tbox = {}
-
-    threads = torch.get_num_threads()
 
     def tstep(images=images, labels=labels, tbox=tbox, torch_step=torch_step, n=threads):
       torch.set_num_threads(n)

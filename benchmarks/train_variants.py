@@ -42,6 +42,7 @@ import argparse
 import contextlib
 import importlib.util
 import json
+import math
 import os
 import pathlib
 import statistics
@@ -82,7 +83,7 @@ def _group_norm_affine(self, x, *, mask=None):
   n, c = x.shape[0], x.shape[-1]
   g = self.num_groups
   spatial = tuple(range(1, x.ndim - 1))
-  count = float(self.group_size) * float(jnp.prod(jnp.array(x.shape[1:-1])))
+  count = float(self.group_size * math.prod(x.shape[1:-1]))
   s1 = jnp.sum(x, axis=spatial).reshape(n, g, c // g).sum(-1)
   s2 = jnp.sum(jnp.square(x), axis=spatial).reshape(n, g, c // g).sum(-1)
   mean = s1 / count

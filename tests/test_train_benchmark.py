@@ -76,7 +76,7 @@ def test_train_benchmark_torch_beside_jax(tmp_path):
   assert abs(j["final_loss"] - t["final_loss"]) < 10  # Both finite dice_ce values.
   assert result["result"]["images_per_s"] == j["images_per_sec"]
   text = md.read_text()
-  assert "## Training: seg_jax vs PyTorch" in text and "seg_jax / PyTorch throughput" in text
+  assert "## Training: seg_jax vs PyTorch" in text and "seg_jax / PyTorch (" in text
   assert "## Training\n" in text and "| throughput |" in text
 
 
