@@ -111,6 +111,19 @@ def train_and_evaluate(
 # Setup.
 
 
+def jitted_steps(config, model, tx, schedule, mesh, *, seeds: bool = False) -> dict:
+  """The train step, its checked form and the checked eval step of ``config`` (jitted, each
+  compiled at its first call); ``seeds=True``: over a leading seed axis."""
+  loss_fn = build_loss(config)
+  eval_loss = build_loss(config, deep_supervision=False)
+  args = (model, loss_fn, tx, schedule, mesh)
+  return {
+    "train": make_train_step(*args, seeds=seeds),
+    "checked_train": make_train_step(*args, checked=True, seeds=seeds),
+    "checked_eval": make_checked_eval_step(model, eval_loss, mesh, seeds=seeds),
+  }
+
+
 @dataclasses.dataclass
 class _Run:
   """One run: what the setup built, and the loop's state between steps."""
@@ -145,14 +158,7 @@ class _Run:
   @functools.cached_property
   def steps(self) -> dict:
     """The jitted steps (each compiled at its first call)."""
-    loss_fn = build_loss(self.config)
-    eval_loss = build_loss(self.config, deep_supervision=False)
-    args = (self.model, loss_fn, self.tx, self.schedule, self.mesh)
-    return {
-      "train": make_train_step(*args),
-      "checked_train": make_train_step(*args, checked=True),
-      "checked_eval": make_checked_eval_step(self.model, eval_loss, self.mesh),
-    }
+    return jitted_steps(self.config, self.model, self.tx, self.schedule, self.mesh)
 
   def close(self) -> None:
     if self.pbar is not None:

@@ -67,10 +67,7 @@ from seg_jax.training.state import (
   make_optimizer,
 )
 from seg_jax.training.steps import (
-  build_loss,
   input_error,
-  make_checked_eval_step,
-  make_train_step,
 )
 
 
@@ -191,14 +188,7 @@ class _Group:
   @functools.cached_property
   def steps(self) -> dict:
     """The jitted steps over the seed axis (each compiled at its first call)."""
-    loss_fn = build_loss(self.config)
-    eval_loss = build_loss(self.config, deep_supervision=False)
-    args = (self.model, loss_fn, self.tx, self.schedule, self.mesh)
-    return {
-      "train": make_train_step(*args, seeds=True),
-      "checked_train": make_train_step(*args, checked=True, seeds=True),
-      "checked_eval": make_checked_eval_step(self.model, eval_loss, self.mesh, seeds=True),
-    }
+    return loop.jitted_steps(self.config, self.model, self.tx, self.schedule, self.mesh, seeds=True)
 
   def close(self) -> None:
     if self.pbar is not None:
