@@ -568,13 +568,18 @@ def region_sums(
   """
   g = inputs.targets
   w = inputs.weights[..., None]
+  terms = (w * probs * g, w * (probs * probs if squared else probs), w * (g * g if squared else g))
+  return pixel_sums(terms, inputs, per_image=per_image, axis_name=axis_name)
+
+
+def pixel_sums(terms, inputs: Inputs, *, per_image: bool, axis_name=None) -> tuple:
+  """Sums of ``(batch, *spatial, C)`` arrays over the pixels: ``(batch, C)`` each with
+  ``per_image``, else ``(C,)`` over the batch, ``psum``-ed over ``axis_name``."""
   axes = inputs.spatial_axes if per_image else (0, *inputs.spatial_axes)
-  inter = (w * probs * g).sum(axes)
-  psum_ = (w * (probs * probs if squared else probs)).sum(axes)
-  gsum = (w * (g * g if squared else g)).sum(axes)
-  if not per_image:
-    inter, psum_, gsum = (_psum(t, axis_name) for t in (inter, psum_, gsum))
-  return inter, psum_, gsum
+  sums = tuple(t.sum(axes) for t in terms)
+  if per_image or axis_name is None:
+    return sums
+  return jax.lax.psum(sums, axis_name)
 
 
 def class_mean(

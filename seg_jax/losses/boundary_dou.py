@@ -6,7 +6,6 @@ import jax
 import jax.numpy as jnp
 
 from seg_jax.losses import _common
-from seg_jax.losses.mcc import pooled_sums
 from seg_jax.losses.registry import register
 
 _NAME = "boundary_dou"
@@ -147,7 +146,7 @@ def boundary_dou_loss(
   kept = (w > 0).astype(jnp.float32)
   foreground = (g > 0.5).astype(jnp.float32) * kept
   edge = boundary_pixels(foreground) * kept
-  inter, diff, target, area, boundary = pooled_sums(
+  inter, diff, target, area, boundary = _common.pixel_sums(
     (w * p * g, w * jnp.square(p - g), w * g, foreground, edge),
     x,
     per_image=per_image,

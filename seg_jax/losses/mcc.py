@@ -11,16 +11,6 @@ from seg_jax.losses.registry import register
 _NAME = "mcc"
 
 
-def pooled_sums(terms, x: _common.Inputs, *, per_image: bool, axis_name=None):
-  """Sums of ``(batch, *spatial, C)`` arrays over the pixels: ``(batch, C)`` per image, else
-  ``(C,)`` over the batch, ``psum``-ed over ``axis_name``."""
-  axes = x.spatial_axes if per_image else (0, *x.spatial_axes)
-  sums = tuple(t.sum(axes) for t in terms)
-  if per_image or axis_name is None:
-    return sums
-  return jax.lax.psum(sums, axis_name)
-
-
 @register(_NAME)
 def mcc_loss(
   logits: jax.Array,
@@ -133,7 +123,7 @@ def mcc_loss(
   g = jax.lax.stop_gradient(x.targets)
   w = jax.lax.stop_gradient(x.weights)[..., None]
   wp, wq = w * p, w * (1.0 - p)
-  tp, fp, fn, tn, target = pooled_sums(
+  tp, fp, fn, tn, target = _common.pixel_sums(
     (wp * g, wp * (1.0 - g), wq * g, wq * (1.0 - g), w * g),
     x,
     per_image=per_image,
