@@ -44,6 +44,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from seg_jax.models.layers import GroupNorm, UpConv
+
 NORMS = ("group", "instance", "batch", None)
 
 # He initialisation, as in the paper (Gaussian, std sqrt(2 / fan_in)), for every convolution
@@ -77,7 +79,7 @@ def _norm_layer(norm, channels, *, num_groups, axis_name, dtype, param_dtype, rn
   if norm is None:
     return None
   if norm == "group":
-    return nnx.GroupNorm(channels, num_groups=_group_count(channels, num_groups), **common)
+    return GroupNorm(channels, num_groups=_group_count(channels, num_groups), **common)
   if norm == "instance":
     return nnx.InstanceNorm(channels, **common)
   return nnx.BatchNorm(channels, momentum=0.9, epsilon=1e-5, axis_name=axis_name, **common)
@@ -282,7 +284,7 @@ class UNet(nnx.Module):
       setattr(self, f"down{level}", ConvBlock(cin, width, **block))
     window = (2,) * spatial_dims
     for level in reversed(range(depth - 1)):
-      upconv = nnx.ConvTranspose(
+      upconv = UpConv(
         widths[level + 1],
         widths[level],
         window,
