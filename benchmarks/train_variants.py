@@ -24,14 +24,14 @@ PyTorch full steps, with 2 threads and with 1):
 * ``jax: trainer step``: :func:`seg_jax.train.make_train_step` on the mesh of all CPU devices
   (the trainer's setting); ``... 1-device mesh``: the same step on one device.
 * ``jax: trainer step, <change>``: the trainer's step with one layer's implementation swapped at
-  trace time. The model ships ``seg_jax.models.layers.GroupNorm`` (statistics from per-channel
-  sums, then ``x * a + b``) and ``UpConv`` (the 2x2 stride-2 transposed convolution as one
-  matrix product and a depth-to-space reshape); the rows ``flax's nnx.GroupNorm``, ``flax's
-  nnx.ConvTranspose`` and ``both flax layers (before)`` put flax's ``__call__`` back (the same
-  function of the same parameters: the step as it was before), so their ratio to the shipped
-  step is each layer's gain. ``max pool as reshape + max`` replaces ``nnx.max_pool`` by a
-  reshape and a max (an experiment, not shipped). ``no GroupNorm`` is a different network: the
-  normalisation's whole cost, for attribution only.
+  trace time. The model ships ``seg_jax.models.layers``' ``GroupNorm`` (statistics from
+  per-channel sums, then ``x * a + b``), ``UpConv`` (the 2x2 stride-2 transposed convolution as
+  one matrix product and a depth-to-space reshape) and ``max_pool`` (a reshape and a max); the
+  rows ``flax's nnx.GroupNorm``, ``flax's nnx.ConvTranspose``, ``flax's nnx.max_pool`` and
+  ``all three flax layers (before)`` put flax's implementations back (the same function of the
+  same parameters: the step as it was before), so their ratio to the shipped step is each
+  layer's gain. ``no GroupNorm`` is a different network: the normalisation's whole cost, for
+  attribution only.
 * ``jax: trainer step, XLA <options>``: the trainer's step compiled with XLA CPU options
   (:data:`XLA_OPTIONS`: YNNPACK for the convolutions, oneDNN, YNNPACK off).
 
@@ -74,20 +74,6 @@ def _bench_train():
   return module
 
 
-def _max_pool_reshape(x, window_shape, strides=None, padding="VALID"):
-  """``nnx.max_pool`` with ``strides == window_shape`` and 'VALID' padding as a reshape and a
-  max over the window axes (no ``reduce_window``; its gradient goes to every tied maximum in
-  equal shares instead of to one, which matters only for ties among positive values, since the
-  pooled activations come out of a ReLU whose gradient is 0 at 0)."""
-  window = tuple(window_shape)
-  assert tuple(strides) == window and padding == "VALID"
-  shape = [x.shape[0]]
-  for size, w in zip(x.shape[1:-1], window, strict=True):
-    shape += [size // w, w]
-  y = x.reshape(*shape, x.shape[-1])
-  return y.max(axis=tuple(range(2, 2 * len(window) + 1, 2)))
-
-
 @contextlib.contextmanager
 def patched(owner, name, fn):
   original = getattr(owner, name)
@@ -99,8 +85,8 @@ def patched(owner, name, fn):
 
 
 def check_patches(seed: int = 0) -> dict:
-  """Max abs difference of the shipped layers (``seg_jax.models.layers``) and of the max-pool
-  variant from flax's, on random inputs (must be ~1e-6)."""
+  """Max abs difference of the shipped layers (``seg_jax.models.layers``) from flax's, on
+  random inputs (must be ~1e-6)."""
   import jax
   import jax.numpy as jnp
   from flax import nnx
@@ -118,8 +104,8 @@ def check_patches(seed: int = 0) -> dict:
     for layer in (a, b):
       layer.bias[...] = jax.random.normal(jax.random.key(2), layer.bias.shape)
     diffs[ours.__name__] = float(jnp.max(jnp.abs(a(x) - b(x))))
-  pooled = _max_pool_reshape(x, (2, 2), strides=(2, 2))
-  diffs["max_pool_reshape"] = float(jnp.max(jnp.abs(pooled - nnx.max_pool(x, (2, 2), (2, 2)))))
+  pooled = layers.max_pool(x, (2, 2))
+  diffs["max_pool"] = float(jnp.max(jnp.abs(pooled - nnx.max_pool(x, (2, 2), (2, 2)))))
   for k, v in diffs.items():
     if not v < 1e-4:
       raise AssertionError(f"{k} differs from flax's layer by {v}")
@@ -144,7 +130,7 @@ def main(argv=None) -> dict:
   bench = _bench_train()
   from seg_jax import train
   from seg_jax.machine import machine_info
-  from seg_jax.models import layers
+  from seg_jax.models import layers, unet
   from seg_jax.training import devices, steps
 
   cfg_name = "runlocal.py" if args.quick else "default.py"
@@ -246,9 +232,9 @@ def main(argv=None) -> dict:
     up = (layers.UpConv, "__call__", nnx.ConvTranspose.__call__)
     trainer_step("jax: trainer step, flax's nnx.GroupNorm", mesh, batch, [gn])
     trainer_step("jax: trainer step, flax's nnx.ConvTranspose", mesh, batch, [up])
-    trainer_step("jax: trainer step, both flax layers (before)", mesh, batch, [gn, up])
-    pool = (nnx, "max_pool", _max_pool_reshape)
-    trainer_step("jax: trainer step, max pool as reshape + max", mesh, batch, [pool])
+    pool = (unet, "max_pool", lambda x, window: nnx.max_pool(x, window, strides=window))
+    trainer_step("jax: trainer step, flax's nnx.max_pool", mesh, batch, [pool])
+    trainer_step("jax: trainer step, all three flax layers (before)", mesh, batch, [gn, up, pool])
     for label, options in XLA_OPTIONS.items():
       trainer_step(f"jax: trainer step, XLA {label}", mesh, batch, options=options)
     trainer_step(
@@ -337,8 +323,8 @@ def write_markdown(path: pathlib.Path, runs: dict) -> None:
       f"cores, {m['num_devices']} XLA CPU device(s), PyTorch {run['torch_threads']} threads; "
       f"{m['date']}; {run['rounds']} rounds; 1-min load average "
       f"{run['loadavg_1min_at_timing_start']} at the start of timing, "
-      f"{run['loadavg_1min_at_end']} at the end. Max abs difference of the shipped layers and "
-      f"the max-pool variant from flax's: {diffs}.",
+      f"{run['loadavg_1min_at_end']} at the end. Max abs difference of the shipped layers "
+      f"from flax's: {diffs}.",
       "",
       "| row | ms (median) | ms (min) | / PyTorch full step | first-step loss |",
       "|---|---:|---:|---:|---:|",

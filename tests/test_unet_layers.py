@@ -1,4 +1,4 @@
-"""Tests of seg_jax.models.layers: the U-Net's GroupNorm and up-convolution.
+"""Tests of seg_jax.models.layers: the U-Net's GroupNorm, up-convolution and max-pooling.
 
 Each layer is checked three ways: against float64 NumPy written here from the layer's formula,
 against the Flax layer it replaces (``nnx.GroupNorm``, ``nnx.ConvTranspose``: same constructor,
@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from seg_jax.models.layers import GroupNorm, UpConv
+from seg_jax.models.layers import GroupNorm, UpConv, max_pool
 
 
 def _randomise(layer, seed):
@@ -153,3 +153,37 @@ def test_unsupported_options_raise_clear_errors():
   up = UpConv(4, 2, (2, 2), strides=(2, 2), padding="VALID", rngs=nnx.Rngs(0))
   with pytest.raises(ValueError, match=r"2 spatial axes, 4.*\(2, 4, 4\)"):
     up(jnp.zeros((2, 4, 4)))
+
+
+def numpy_max_pool(x, window):
+  """Max over each non-overlapping window, by loops over the output positions."""
+  out_shape = tuple(s // w for s, w in zip(x.shape[1:-1], window, strict=True))
+  out = np.empty((x.shape[0], *out_shape, x.shape[-1]))
+  for pos in itertools.product(*(range(n) for n in out_shape)):
+    index = (slice(p * w, (p + 1) * w) for p, w in zip(pos, window, strict=True))
+    block = x[(slice(None), *index)]
+    out[(slice(None), *pos)] = block.reshape(x.shape[0], -1, x.shape[-1]).max(axis=1)
+  return out
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=["1d", "2d", "3d"])
+def test_max_pool_equals_the_formula_and_flax(shape):
+  d = len(shape) - 2
+  x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+  window = (2,) * d
+  got = max_pool(jnp.asarray(x), window)
+  np.testing.assert_array_equal(got, numpy_max_pool(x, window))
+  np.testing.assert_array_equal(got, nnx.max_pool(jnp.asarray(x), window, strides=window))
+  # Without ties the gradient is reduce_window's: 1 at each window's maximum, 0 elsewhere.
+  weights = np.random.default_rng(1).standard_normal(got.shape).astype(np.float32)
+  grad = jax.grad(lambda x: jnp.sum(max_pool(x, window) * weights))(jnp.asarray(x))
+  flax_grad = jax.grad(lambda x: jnp.sum(nnx.max_pool(x, window, strides=window) * weights))(
+    jnp.asarray(x)
+  )
+  np.testing.assert_array_equal(grad, flax_grad)
+  # Ties (a window of zeros, as after a ReLU) share the gradient equally.
+  zeros = jnp.zeros((1,) + (2,) * d + (1,))
+  tied = jax.grad(lambda x: jnp.sum(max_pool(x, window)))(zeros)
+  np.testing.assert_allclose(tied, np.full(zeros.shape, 0.5**d))
+  with pytest.raises(ValueError, match=r"window \(2, 2\).*\(1, 3, 4, 1\)"):
+    max_pool(jnp.zeros((1, 3, 4, 1)), (2, 2))

@@ -1,12 +1,13 @@
-r"""The U-Net's GroupNorm and up-convolution, written for speed, as drop-in Flax NNX layers.
+r"""The U-Net's GroupNorm, up-convolution and max-pooling, written for speed.
 
-Both are subclasses of the Flax layer they replace, with the same constructor, the same
-parameters (names, shapes, initialisers) and the same function of them; only ``__call__``
-differs. Checkpoints and parameter trees are those of ``nnx.GroupNorm`` and
+``GroupNorm`` and ``UpConv`` are subclasses of the Flax layer they replace, with the same
+constructor, the same parameters (names, shapes, initialisers) and the same function of them;
+only ``__call__`` differs. Checkpoints and parameter trees are those of ``nnx.GroupNorm`` and
 ``nnx.ConvTranspose``. They exist because XLA compiles the generic forms into slow backward
 passes on CPU (measured in ``benchmarks/train_variants.py``, see BENCHMARKS.md "Training: where
 the JAX time goes"): the transposed convolution's gradient was the costliest layer of the train
 step, and GroupNorm's normalise-then-scale form costs more than one multiply-add.
+:func:`max_pool` is ``nnx.max_pool`` for non-overlapping windows as a reshape and a max.
 """
 
 from __future__ import annotations
@@ -134,3 +135,39 @@ class UpConv(nnx.ConvTranspose):
     spatial = tuple(a * b for a, b in zip(x.shape[1:-1], kernel_size, strict=True))
     y = y.reshape((x.shape[0], *spatial, self.out_features))
     return y if bias is None else y + bias
+
+
+def max_pool(x: jax.Array, window: tuple[int, ...]) -> jax.Array:
+  r"""Max-pooling of ``(batch, *spatial, channels)`` with stride equal to the window, 'VALID'.
+
+  The same values as ``nnx.max_pool(x, window, strides=window)``, computed as a reshape of each
+  spatial axis into ``(size // w, w)`` and a max over the window axes instead of a
+  ``reduce_window``, whose gradient (``select_and_scatter``) XLA compiles into a slower
+  backward pass. Convention where they differ: the gradient of a window whose maximum is tied
+  goes to the tied positions in equal shares (``jnp.max``'s rule) instead of all to one of
+  them. In the U-Net the pooled activations come out of a ReLU, so ties are zeros, whose
+  gradient the ReLU sets to 0 either way; ties among positive floats are not seen in practice.
+
+  Args:
+    x: input ``(batch, *spatial, channels)``; every spatial size divisible by its window.
+    window: window (and stride) per spatial axis.
+
+  Returns:
+    ``(batch, *(size // w), channels)``.
+
+  Raises:
+    ValueError: if ``window`` does not have one entry per spatial axis or does not divide the
+    spatial sizes.
+  """
+  window = tuple(window)
+  spatial = x.shape[1:-1]
+  if len(window) != len(spatial) or any(s % w for s, w in zip(spatial, window, strict=True)):
+    raise ValueError(
+      f"max_pool: window {window} must have one entry per spatial axis of x and divide its "
+      f"sizes; got x of shape {x.shape}."
+    )
+  shape = [x.shape[0]]
+  for size, w in zip(spatial, window, strict=True):
+    shape += [size // w, w]
+  y = x.reshape(*shape, x.shape[-1])
+  return y.max(axis=tuple(range(2, 2 * len(window) + 1, 2)))
