@@ -24,16 +24,20 @@ PyTorch full steps, with 2 threads and with 1):
 * ``jax: trainer step``: :func:`seg_jax.train.make_train_step` on the mesh of all CPU devices
   (the trainer's setting); ``... 1-device mesh``: the same step on one device.
 * ``jax: trainer step, <change>``: the trainer's step with one layer's implementation swapped at
-  trace time, the same function of the same parameters (checked against the shipped layer):
-  ``GroupNorm as a folded affine`` (statistics from per-channel sums, then ``x * a + b``), and
-  ``transposed conv as einsum`` (the 2x2 stride-2 transposed convolution as one matrix product
-  and a depth-to-space reshape); ``no GroupNorm`` (a different network: the normalisation's
-  whole cost, for attribution only).
+  trace time. The model ships ``seg_jax.models.layers``' ``GroupNorm`` (statistics from
+  per-channel sums, then ``x * a + b``), ``UpConv`` (the 2x2 stride-2 transposed convolution as
+  one matrix product and a depth-to-space reshape) and ``max_pool`` (a reshape and a max); the
+  rows ``flax's nnx.GroupNorm``, ``flax's nnx.ConvTranspose``, ``flax's nnx.max_pool`` and
+  ``all three flax layers (before)`` put flax's implementations back (the same function of the
+  same parameters: the step as it was before), so their ratio to the shipped step is each
+  layer's gain. ``no GroupNorm`` is a different network: the normalisation's whole cost, for
+  attribution only.
 * ``jax: trainer step, XLA <options>``: the trainer's step compiled with XLA CPU options
   (:data:`XLA_OPTIONS`: YNNPACK for the convolutions, oneDNN, YNNPACK off).
 
 The first step's loss of every trainer-step row (same state, same batch) is recorded: the swaps
-and options compute the same step.
+and options compute the same step. ``check_patches`` measures the largest difference of each
+swapped layer from flax's on random inputs.
 """
 
 from __future__ import annotations
@@ -42,7 +46,6 @@ import argparse
 import contextlib
 import importlib.util
 import json
-import math
 import os
 import pathlib
 import statistics
@@ -71,76 +74,38 @@ def _bench_train():
   return module
 
 
-def _group_norm_affine(self, x, *, mask=None):
-  """``nnx.GroupNorm.__call__`` (no reduction_axes, no mask) as a folded affine map: per-channel
-  sums over the spatial axes, group statistics from them, then ``x * a + b`` per example and
-  channel. The same function as flax's (two-pass variance replaced by E[x^2] - E[x]^2, as
-  flax's ``use_fast_variance``)."""
-  import jax.numpy as jnp
-  from jax import lax
-
-  assert mask is None and self.reduction_axes is None
-  n, c = x.shape[0], x.shape[-1]
-  g = self.num_groups
-  spatial = tuple(range(1, x.ndim - 1))
-  count = float(self.group_size * math.prod(x.shape[1:-1]))
-  s1 = jnp.sum(x, axis=spatial).reshape(n, g, c // g).sum(-1)
-  s2 = jnp.sum(jnp.square(x), axis=spatial).reshape(n, g, c // g).sum(-1)
-  mean = s1 / count
-  var = jnp.maximum(s2 / count - jnp.square(mean), 0.0)
-  inv = jnp.repeat(lax.rsqrt(var + self.epsilon), c // g, axis=1)  # (n, c)
-  a = inv * self.scale[...]
-  b = self.bias[...] - jnp.repeat(mean, c // g, axis=1) * a
-  shape = (n,) + (1,) * len(spatial) + (c,)
-  return x * a.reshape(shape) + b.reshape(shape)
-
-
-def _conv_transpose_einsum(self, x):
-  """``nnx.ConvTranspose.__call__`` for a 2x2 stride-2 'VALID' 2D layer as one einsum: output
-  pixel ``(2i + a, 2j + b)`` is ``x[i, j] @ K[1 - a, 1 - b]`` (``lax.conv_transpose``, as
-  flax calls it, flips the kernel's spatial axes) plus the bias."""
-  import jax.numpy as jnp
-
-  k = self.kernel[...][::-1, ::-1]  # lax.conv_transpose flips the spatial axes.
-  assert k.shape[:2] == (2, 2) and tuple(self.strides) == (2, 2)
-  y = jnp.einsum("nhwc,abco->nhawbo", x, k)
-  n, h, _, w, _, o = y.shape
-  y = y.reshape(n, 2 * h, 2 * w, o)
-  return y + self.bias[...] if self.bias is not None else y
-
-
 @contextlib.contextmanager
-def patched(cls, name, fn):
-  original = getattr(cls, name)
-  setattr(cls, name, fn)
+def patched(owner, name, fn):
+  original = getattr(owner, name)
+  setattr(owner, name, fn)
   try:
     yield
   finally:
-    setattr(cls, name, original)
+    setattr(owner, name, original)
 
 
 def check_patches(seed: int = 0) -> dict:
-  """Max abs difference of each swapped layer from flax's on random inputs (must be ~1e-6)."""
+  """Max abs difference of the shipped layers (``seg_jax.models.layers``) from flax's, on
+  random inputs (must be ~1e-6)."""
   import jax
   import jax.numpy as jnp
   from flax import nnx
 
+  from seg_jax.models import layers
+
   x = jax.random.normal(jax.random.key(seed), (2, 8, 8, 16))
-  gn = nnx.GroupNorm(16, num_groups=8, rngs=nnx.Rngs(0))
-  gn.scale[...] = jax.random.normal(jax.random.key(1), (16,))
-  gn.bias[...] = jax.random.normal(jax.random.key(2), (16,))
-  ref = gn(x)
-  with patched(nnx.GroupNorm, "__call__", _group_norm_affine):
-    got = gn(x)
-  ct = nnx.ConvTranspose(16, 8, (2, 2), strides=(2, 2), padding="VALID", rngs=nnx.Rngs(0))
-  ct.bias[...] = jax.random.normal(jax.random.key(3), (8,))
-  ref_t = ct(x)
-  with patched(nnx.ConvTranspose, "__call__", _conv_transpose_einsum):
-    got_t = ct(x)
-  diffs = {
-    "group_norm_affine": float(jnp.max(jnp.abs(got - ref))),
-    "conv_transpose_einsum": float(jnp.max(jnp.abs(got_t - ref_t))),
-  }
+  diffs = {}
+  for ours, theirs, kwargs in (
+    (layers.GroupNorm, nnx.GroupNorm, dict(num_groups=8)),
+    (layers.UpConv, nnx.ConvTranspose, dict(kernel_size=(2, 2), strides=(2, 2), padding="VALID")),
+  ):
+    args = (16,) if ours is layers.GroupNorm else (16, 8)
+    a, b = ours(*args, **kwargs, rngs=nnx.Rngs(0)), theirs(*args, **kwargs, rngs=nnx.Rngs(0))
+    for layer in (a, b):
+      layer.bias[...] = jax.random.normal(jax.random.key(2), layer.bias.shape)
+    diffs[ours.__name__] = float(jnp.max(jnp.abs(a(x) - b(x))))
+  pooled = layers.max_pool(x, (2, 2))
+  diffs["max_pool"] = float(jnp.max(jnp.abs(pooled - nnx.max_pool(x, (2, 2), (2, 2)))))
   for k, v in diffs.items():
     if not v < 1e-4:
       raise AssertionError(f"{k} differs from flax's layer by {v}")
@@ -165,6 +130,7 @@ def main(argv=None) -> dict:
   bench = _bench_train()
   from seg_jax import train
   from seg_jax.machine import machine_info
+  from seg_jax.models import layers, unet
   from seg_jax.training import devices, steps
 
   cfg_name = "runlocal.py" if args.quick else "default.py"
@@ -261,18 +227,21 @@ def main(argv=None) -> dict:
   if mesh.devices.size > 1:
     trainer_step("jax: trainer step, 1-device mesh", train.make_mesh([dev0]), one)
   if not args.only_step:
-    gn = (nnx.GroupNorm, "__call__", _group_norm_affine)
-    ct = (nnx.ConvTranspose, "__call__", _conv_transpose_einsum)
-    trainer_step("jax: trainer step, GroupNorm as a folded affine", mesh, batch, [gn])
-    trainer_step("jax: trainer step, transposed conv as einsum", mesh, batch, [ct])
-    trainer_step("jax: trainer step, both swaps", mesh, batch, [gn, ct])
+    # The shipped layers reverted to flax's (the step before they were shipped).
+    gn = (layers.GroupNorm, "__call__", nnx.GroupNorm.__call__)
+    up = (layers.UpConv, "__call__", nnx.ConvTranspose.__call__)
+    trainer_step("jax: trainer step, flax's nnx.GroupNorm", mesh, batch, [gn])
+    trainer_step("jax: trainer step, flax's nnx.ConvTranspose", mesh, batch, [up])
+    pool = (unet, "max_pool", lambda x, window: nnx.max_pool(x, window, strides=window))
+    trainer_step("jax: trainer step, flax's nnx.max_pool", mesh, batch, [pool])
+    trainer_step("jax: trainer step, all three flax layers (before)", mesh, batch, [gn, up, pool])
     for label, options in XLA_OPTIONS.items():
       trainer_step(f"jax: trainer step, XLA {label}", mesh, batch, options=options)
     trainer_step(
       "jax: trainer step, no GroupNorm (attribution only)",
       mesh,
       batch,
-      [(nnx.GroupNorm, "__call__", lambda self, x, mask=None: x)],
+      [(layers.GroupNorm, "__call__", lambda self, x, mask=None: x)],
     )
 
   for fn in rows.values():
@@ -347,14 +316,15 @@ def write_markdown(path: pathlib.Path, runs: dict) -> None:
   ]
   for tag, run in runs.items():
     m = run["machine"]
+    diffs = ", ".join(f"{k} {v:.1e}" for k, v in run["patch_max_abs_diff"].items())
     section += [
       "",
       f"Run `{tag}` (XLA_FLAGS=`{run['xla_flags'] or '(none)'}`): {m['cpu']}, {m['cores']} "
       f"cores, {m['num_devices']} XLA CPU device(s), PyTorch {run['torch_threads']} threads; "
       f"{m['date']}; {run['rounds']} rounds; 1-min load average "
       f"{run['loadavg_1min_at_timing_start']} at the start of timing, "
-      f"{run['loadavg_1min_at_end']} at the end. Swapped layers' max abs difference from "
-      f"flax's: {', '.join(f'{k} {v:.1e}' for k, v in run['patch_max_abs_diff'].items())}.",
+      f"{run['loadavg_1min_at_end']} at the end. Max abs difference of the shipped layers "
+      f"from flax's: {diffs}.",
       "",
       "| row | ms (median) | ms (min) | / PyTorch full step | first-step loss |",
       "|---|---:|---:|---:|---:|",

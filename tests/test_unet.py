@@ -222,13 +222,13 @@ def test_deep_supervision_returns_finest_first():
   assert [o.shape for o in out1] == [(1, 5, 2)]
 
 
-def _conv_input_dtypes(jaxpr):
+def _input_dtypes(jaxpr, primitive):
   found = []
   for eqn in jaxpr.eqns:
-    if eqn.primitive.name == "conv_general_dilated":
-      found.append(str(eqn.invars[0].aval.dtype))
+    if eqn.primitive.name == primitive:
+      found.append(tuple(str(v.aval.dtype) for v in eqn.invars[:2]))
     for sub in jax.extend.core.jaxprs_in_params(eqn.params):
-      found += _conv_input_dtypes(sub)
+      found += _input_dtypes(sub, primitive)
   return found
 
 
@@ -249,10 +249,12 @@ def test_bfloat16_compute_gives_float32_logits():
   assert y_fast.dtype == jnp.float32 and y_exact.dtype == jnp.float32
   np.testing.assert_allclose(y_fast, y_exact, atol=0.1 * float(np.abs(y_exact).max()))
   assert not np.array_equal(y_fast, y_exact)  # the bfloat16 path really ran
-  # Every 3x3 / up convolution runs in bfloat16; only the 1x1 head is float32.
-  jaxpr = jax.make_jaxpr(lambda v, x: apply(fast, v, x))(variables, x)
-  dtypes = _conv_input_dtypes(jaxpr.jaxpr)
-  assert dtypes == ["bfloat16"] * (len(dtypes) - 1) + ["float32"] and len(dtypes) == 8
+  # Every 3x3 convolution (2 per block, 3 blocks at depth 2) and the up-convolution (one matrix
+  # product, see seg_jax.models.layers.UpConv) runs in bfloat16; only the 1x1 head is float32.
+  jaxpr = jax.make_jaxpr(lambda v, x: apply(fast, v, x))(variables, x).jaxpr
+  bf16, f32 = ("bfloat16",) * 2, ("float32",) * 2
+  assert _input_dtypes(jaxpr, "conv_general_dilated") == [bf16] * 6 + [f32]
+  assert _input_dtypes(jaxpr, "dot_general") == [bf16]
   # bfloat16 parameters are possible too.
   shapes = init_shapes(build((1, 8, 1), param_dtype=jnp.bfloat16, **kw))
   assert {leaf.dtype for leaf in jax.tree.leaves(shapes)} == {jnp.dtype(jnp.bfloat16)}

@@ -13,6 +13,10 @@ channels, the spatial size divided by ``2**l``):
 * ``block(c)``: two ``3 x ... x 3`` convolutions with ``'SAME'`` padding, each followed by the
   normalisation and a ReLU: :math:`y = \mathrm{relu}(\mathrm{norm}(W * x + b))`.
 * Down: max-pooling with window 2 and stride 2 on every spatial axis.
+
+The layers are Flax's but for speed: GroupNorm, the up-convolution and the max-pooling are
+``seg_jax.models.layers``' (the same functions of the same parameters, faster backward passes;
+see that module).
 * Up: transposed convolution with kernel 2 and stride 2 that halves the channels ("up-conv
   2x2" in the paper), then concatenation with the encoder features of the same level (skip
   connection, encoder first) and a ``block``.
@@ -43,6 +47,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 from flax import nnx
+
+from seg_jax.models.layers import GroupNorm, UpConv, max_pool
 
 NORMS = ("group", "instance", "batch", None)
 
@@ -77,7 +83,7 @@ def _norm_layer(norm, channels, *, num_groups, axis_name, dtype, param_dtype, rn
   if norm is None:
     return None
   if norm == "group":
-    return nnx.GroupNorm(channels, num_groups=_group_count(channels, num_groups), **common)
+    return GroupNorm(channels, num_groups=_group_count(channels, num_groups), **common)
   if norm == "instance":
     return nnx.InstanceNorm(channels, **common)
   return nnx.BatchNorm(channels, momentum=0.9, epsilon=1e-5, axis_name=axis_name, **common)
@@ -282,7 +288,7 @@ class UNet(nnx.Module):
       setattr(self, f"down{level}", ConvBlock(cin, width, **block))
     window = (2,) * spatial_dims
     for level in reversed(range(depth - 1)):
-      upconv = nnx.ConvTranspose(
+      upconv = UpConv(
         widths[level + 1],
         widths[level],
         window,
@@ -334,7 +340,7 @@ class UNet(nnx.Module):
     skips = []
     for level in range(depth):
       if level:
-        x = nnx.max_pool(x, window, strides=window)
+        x = max_pool(x, window)
       x = getattr(self, f"down{level}")(x, train=train)
       skips.append(x)
 
