@@ -331,3 +331,130 @@ def test_traced_parameters_under_jit(rng):
     _close(traced(logits, labels, 0.3, 0.7, gamma), np.asarray(want, np.float64), rtol=1e-5)
   with pytest.raises(ValueError, match="gamma must be in"):
     unified_focal_loss(logits, labels, gamma=1.5)
+
+
+# ---------------------------------------------------------------- the closed-form gradient
+# unified_focal_loss differentiates its pixel sums with a custom JVP (closed forms per channel);
+# here its gradients are compared with jax.grad of the plain formula in float64 (written below
+# from the paper's formulas, every mode as explicit classes, as np_ufl).
+def _plain_ufl(x, g, w, mode, *, from_logits, per_image, weight, delta, gamma, smooth=1e-5):
+  """The loss in float64 jnp: x scores, g dense float targets, w pixel weights."""
+  if from_logits:
+    p = jax.nn.softmax(x, axis=-1) if mode == "multiclass" else jax.nn.sigmoid(x)
+  else:
+    p = jnp.clip(x, 1e-7, 1 - 1e-7)
+  if mode != "multiclass":  # Channel k -> classes (1 - p_k, p_k), on a new last axis.
+    p, g, w = jnp.stack([1 - p, p], -1), jnp.stack([1 - g, g], -1), w[..., None]
+
+  def one(p, g, w):
+    axes = tuple(range(w.ndim if mode == "multiclass" else w.ndim - 1))  # The pixels.
+    focal = -(1 - delta) * (1 - p[..., 0]) ** gamma * g[..., 0] * jnp.log(p[..., 0])
+    focal = focal - delta * (g[..., 1:] * jnp.log(p[..., 1:])).sum(-1)
+    tp = (w[..., None] * p * g).sum(axes)
+    fn = (w[..., None] * (1 - p) * g).sum(axes)
+    fp = (w[..., None] * p * (1 - g)).sum(axes)
+    base = 1 - (tp + smooth) / (tp + delta * fn + (1 - delta) * fp + smooth)
+    terms = jnp.concatenate([base[..., :1], base[..., 1:] ** (1 - gamma)], -1)
+    focal = (w * focal).sum() / w.sum() if mode == "multiclass" else (w * focal).sum(axes).mean()
+    if mode != "multiclass":
+      focal = focal / w[..., 0].sum()
+    return weight * focal + (1 - weight) * terms.mean()
+
+  if not per_image:
+    return one(p, g, w)
+  return jnp.mean(jnp.stack([one(p[i], g[i], w[i]) for i in range(p.shape[0])]))
+
+
+def _grad_case(rng, shape, mode, dense):
+  x = (2.0 * rng.standard_normal(shape)).astype(np.float32)
+  c = shape[-1]
+  mask = (rng.random(shape[:-1]) > 0.2) * rng.uniform(0.5, 1.5, shape[:-1])
+  mask = mask.astype(np.float32)
+  if dense:
+    y = rng.random(shape).astype(np.float32)
+    if mode == "multiclass":
+      y = y / y.sum(-1, keepdims=True)
+    g, w = y.astype(np.float64), mask.astype(np.float64)
+  else:
+    y = rng.integers(0, 2 if mode == "binary" else c, size=shape[:-1]).astype(np.int32)
+    y.reshape(-1)[:3] = 255  # Ignored.
+    w = np_ref.pixel_weights(y, c, mask, 255, binary=mode == "binary")
+    safe = np.where(w > 0, y, 0)
+    g = safe[..., None].astype(np.float64) if mode == "binary" else np_ref.one_hot(safe, c)
+  return x, y, mask, g, w
+
+
+@pytest.mark.parametrize(
+  ("shape", "mode", "dense", "from_logits", "per_image"),
+  [
+    ((2, 7, 4), "multiclass", False, True, False),  # 1D
+    ((2, 5, 4, 3), "multiclass", False, True, True),  # 2D
+    ((2, 3, 3, 2, 4), "multiclass", False, True, False),  # 3D
+    ((2, 6, 5, 3), "multiclass", True, True, False),  # soft labels
+    ((2, 6, 5, 3), "multiclass", True, False, True),  # probabilities
+    ((2, 4, 3, 2, 1), "binary", False, True, True),
+    ((2, 6, 5, 3), "multilabel", True, True, False),
+    ((2, 6, 5, 3), "multilabel", True, False, False),
+    ((2, 5, 3, 18), "multiclass", False, True, False),  # > 16 channels: channels last
+  ],
+)
+def test_gradient_matches_the_plain_formula(rng, shape, mode, dense, from_logits, per_image):
+  x, y, mask, g, w = _grad_case(rng, shape, mode, dense)
+  if not from_logits:
+    x = (np_ref.softmax(x) if mode == "multiclass" else np_ref.sigmoid(x)).astype(np.float32)
+  opts = {"weight": 0.4, "delta": 0.7, "gamma": 0.3}
+  ignore = None if dense else 255
+
+  def ours(x, y, m):
+    return unified_focal_loss(
+      x, y, mode=mode, mask=m, ignore_index=ignore, from_logits=from_logits,
+      per_image=per_image, **opts,
+    )  # fmt: skip
+
+  value, grad = jax.jit(jax.value_and_grad(ours))(x, y, mask)
+  with jax.enable_x64():
+    plain = functools.partial(
+      _plain_ufl, mode=mode, from_logits=from_logits, per_image=per_image, **opts
+    )
+    want_value, want_grad = jax.value_and_grad(plain)(jnp.asarray(x, jnp.float64), g, w)
+  _close(value, float(want_value), rtol=2e-5, atol=1e-6)
+  scale = float(np.abs(want_grad).max())
+  _close(grad, np.asarray(want_grad), rtol=1e-3, atol=1e-4 * scale)
+  # Forward mode (the custom JVP itself) along a random direction.
+  v = rng.standard_normal(x.shape).astype(np.float32)
+  _, tangent = jax.jit(lambda x, v: jax.jvp(lambda z: ours(z, y, mask), (x,), (v,)))(x, v)
+  _close(tangent, float(np.sum(np.asarray(want_grad) * v)), rtol=1e-3, atol=1e-4 * scale)
+  # vmap over problems: each entry equals its own gradient.
+  xs = np.stack([x, x[::-1]])
+  ys = np.stack([y, y[::-1]])
+  ms = np.stack([mask, mask[::-1]])
+  grads = jax.jit(jax.vmap(jax.grad(ours)))(xs, ys, ms)
+  _close(grads[0], np.asarray(grad, np.float64), rtol=1e-4, atol=1e-6 * scale)
+  want_1 = np.asarray(jax.grad(ours)(xs[1], ys[1], ms[1]), np.float64)
+  _close(grads[1], want_1, rtol=1e-4, atol=1e-6 * scale)
+
+
+def test_gradient_in_gamma_and_delta(rng):
+  """gamma and delta (traced) have their derivatives too (the custom JVP's extra tangents)."""
+  cases = [
+    (*_grad_case(rng, (2, 5, 4, 3), "multiclass", False), "multiclass"),
+    (*_grad_case(rng, (2, 6, 2), "multilabel", True), "multilabel"),
+  ]
+  for x, y, m, g, w, mode in cases:
+    ignore = 255 if mode == "multiclass" else None
+
+    def ours(d, gm, x=x, y=y, m=m, mode=mode, ignore=ignore):
+      return unified_focal_loss(x, y, mode=mode, mask=m, ignore_index=ignore, delta=d, gamma=gm)
+
+    got = jax.jit(jax.grad(ours, argnums=(0, 1)))(0.6, 0.4)
+    with jax.enable_x64():
+      x64 = jnp.asarray(x, jnp.float64)
+
+      def plain(d, gm, x64=x64, g=g, w=w, mode=mode):
+        return _plain_ufl(
+          x64, g, w, mode, from_logits=True, per_image=False, weight=0.5, delta=d, gamma=gm
+        )
+
+      want = jax.grad(plain, argnums=(0, 1))(0.6, 0.4)
+    for a, b in zip(got, want, strict=True):
+      _close(a, float(b), rtol=1e-4, atol=1e-6)
