@@ -310,3 +310,105 @@ def test_traced_alpha_and_smooth_under_jit(rng):
       cldice_loss(logits, labels, alpha=alpha, smooth=1e-3),
       rtol=1e-5,
     )
+
+
+# ---------------------------------------------------------------- custom gradient of the pools
+def _plain_pool(x, axis, op):
+  """The pool as a bare ``lax.reduce_window`` (autodiff: XLA's select_and_scatter)."""
+  window = [1] * x.ndim
+  window[axis] = 3
+  padding = [(0, 0)] * x.ndim
+  padding[axis] = (1, 1)
+  init, fn = (jnp.inf, jax.lax.min) if op == "min" else (-jnp.inf, jax.lax.max)
+  return jax.lax.reduce_window(x, init, fn, window, (1,) * x.ndim, padding)
+
+
+def _plain_skeleton(x, num_iter, domain):
+  """soft_skeleton written again on the bare reduce_window pools (the gradient's reference)."""
+  spatial = tuple(range(1, x.ndim - 1))
+
+  def erode(v):
+    v = v if domain is None else jnp.where(domain, v, jnp.inf)
+    out = _plain_pool(v, spatial[0], "min")
+    for a in spatial[1:]:
+      out = jnp.minimum(out, _plain_pool(v, a, "min"))
+    return out if domain is None else jnp.where(domain, out, 0.0)
+
+  def dilate(v):
+    v = v if domain is None else jnp.where(domain, v, -jnp.inf)
+    for a in spatial:
+      v = _plain_pool(v, a, "max")
+    return v if domain is None else jnp.where(domain, v, 0.0)
+
+  if domain is not None:
+    x = jnp.where(domain, x, 0.0)
+  eroded = erode(x)
+  skel = jax.nn.relu(x - dilate(eroded))
+  for _ in range(num_iter):
+    x = eroded
+    eroded = erode(x)
+    delta = jax.nn.relu(x - dilate(eroded))
+    skel = skel + jax.nn.relu(delta - skel * delta)
+  return skel
+
+
+@pytest.mark.parametrize("shape", [(2, 11, 2), (2, 8, 9, 2), (2, 5, 6, 7, 2)])
+@pytest.mark.parametrize("ties", [False, True])
+def test_pool_gradient_equals_reduce_window_autodiff(rng, shape, ties):
+  """float64 vjp of soft_skeleton equals jax.vjp of the bare reduce_window version, exactly
+  (same winners, ties included: quantized inputs tie often), with and without a domain, jitted
+  and vmapped."""
+  with jax.enable_x64(True):
+    x = rng.random(shape)
+    if ties:
+      x = np.round(4 * x) / 4
+    ct = rng.standard_normal(shape)
+    domain = rng.random(shape[:-1] + (1,)) > 0.25
+    for dom in (None, jnp.asarray(domain)):
+      want = jax.vjp(lambda v, d=dom: _plain_skeleton(v, 3, d), jnp.asarray(x))[1](ct)[0]
+      vjp = jax.jit(lambda v, c, d=dom: jax.vjp(lambda u: soft_skeleton(u, domain=d), v)[1](c)[0])
+      got = vjp(jnp.asarray(x), jnp.asarray(ct))
+      assert got.dtype == jnp.float64
+      np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-12, atol=1e-12)
+    # vmap over the batch (each image alone) against the unbatched reference.
+    per_image = jax.vmap(lambda v, c: jax.vjp(lambda u: soft_skeleton(u[None])[0], v)[1](c)[0])(
+      jnp.asarray(x), jnp.asarray(ct)
+    )
+    want = jax.vjp(lambda v: _plain_skeleton(v, 3, None), jnp.asarray(x))[1](ct)[0]
+    np.testing.assert_allclose(np.asarray(per_image), np.asarray(want), rtol=1e-12, atol=1e-12)
+
+
+def test_pool_gradient_ties_first_in_window():
+  """On a constant row the first element of each window (padding included) gets the gradient,
+  as XLA's select_and_scatter."""
+  from seg_jax.losses.cldice import _pool
+
+  x = jnp.ones((1, 5))
+  for op in ("min", "max"):
+    jac = np.stack(
+      [np.asarray(jax.grad(lambda v, i=i, op=op: _pool(v, 1, op)[0, i])(x))[0] for i in range(5)]
+    )
+    want = np.eye(5, k=-1)  # output i's gradient on element i - 1 ...
+    want[0, 0] = 1.0  # ... except at the border, where the padding is outside x
+    np.testing.assert_array_equal(jac, want)
+
+
+def test_cldice_gradient_equals_reduce_window_autodiff(rng):
+  """The loss's gradient (mask, ignore_index, jit) with the custom pools equals the one with the
+  bare reduce_window pools (float32, saturated logits that tie)."""
+  from seg_jax.losses import cldice as module
+
+  logits, labels = _mc(rng)
+  logits = np.where(rng.random(logits.shape) < 0.3, 30.0, logits).astype(np.float32)
+  mask = (rng.random(labels.shape) > 0.2).astype(np.float32)
+  got = _vag(logits, labels, mask)
+  shipped = module._pool
+  module._pool = _plain_pool
+  try:
+    want = jax.jit(
+      jax.value_and_grad(lambda z: cldice_loss(z, labels, mask=mask, ignore_index=255))
+    )(logits)
+  finally:
+    module._pool = shipped
+  np.testing.assert_allclose(np.asarray(got[0]), np.asarray(want[0]), rtol=1e-6)
+  np.testing.assert_allclose(np.asarray(got[1]), np.asarray(want[1]), rtol=1e-5, atol=1e-7)
