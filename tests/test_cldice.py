@@ -412,3 +412,14 @@ def test_cldice_gradient_equals_reduce_window_autodiff(rng):
     module._pool = shipped
   np.testing.assert_allclose(np.asarray(got[0]), np.asarray(want[0]), rtol=1e-6)
   np.testing.assert_allclose(np.asarray(got[1]), np.asarray(want[1]), rtol=1e-5, atol=1e-7)
+
+
+def test_pool_rejects_an_axis_that_is_not_one_int():
+  """A tuple axis once pooled over a window of 1 (a silent no-op) in skeleton_recall's tube."""
+  from seg_jax.losses.cldice import _pool
+
+  x = jnp.ones((1, 5, 5, 1))
+  with pytest.raises(TypeError, match=r"axis must be one int.*\(1,\)"):
+    _pool(x, (1,), "max")
+  with pytest.raises(ValueError, match="op must be 'min' or 'max'"):
+    _pool(x, 1, "mean")

@@ -51,6 +51,11 @@ def _pool_value(x: jax.Array, axis: int, op: str) -> jax.Array:
   outside the image never win: the border is handled as in the reference's padded max-pooling.
   """
   n = x.ndim
+  if not isinstance(axis, int) or not 0 <= axis < n:
+    # A tuple here once made the window 1 along every axis: a silent no-op pool.
+    raise TypeError(f"_pool: axis must be one int in [0, {n}), got {axis!r}")
+  if op not in ("min", "max"):
+    raise ValueError(f"_pool: op must be 'min' or 'max', got {op!r}")
   init, reducer = (jnp.inf, lax.min) if op == "min" else (-jnp.inf, lax.max)
   return lax.reduce_window(
     x,

@@ -44,9 +44,9 @@ def _dilate_cross(x: jax.Array, spatial: tuple[int, ...], domain: jax.Array | No
   """Binary/soft dilation by the cross (the pixel and its axis neighbours) within ``domain``."""
   if domain is not None:
     x = jnp.where(domain, x, -jnp.inf)
-  out = _pool(x, spatial[:1], "max")
+  out = _pool(x, spatial[0], "max")
   for a in spatial[1:]:
-    out = jnp.maximum(out, _pool(x, (a,), "max"))
+    out = jnp.maximum(out, _pool(x, a, "max"))
   return out if domain is None else jnp.where(domain, out, 0.0)
 
 
