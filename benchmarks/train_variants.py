@@ -32,6 +32,10 @@ PyTorch full steps, with 2 threads and with 1):
   same parameters: the step as it was before), so their ratio to the shipped step is each
   layer's gain. ``no GroupNorm`` is a different network: the normalisation's whole cost, for
   attribution only.
+* ``jax: trainer step, 3x3 convolutions as im2col + one matmul``: every ``3 x 3`` convolution
+  as the concatenation of the 9 shifted copies of its padded input and one matrix product
+  (:func:`conv3_as_patches`), to see whether XLA CPU's matrix products beat its convolutions
+  (and their gradients) here.
 * ``jax: trainer step, XLA <options>``: the trainer's step compiled with XLA CPU options
   (:data:`XLA_OPTIONS`: YNNPACK for the convolutions, oneDNN, YNNPACK off).
 
@@ -84,6 +88,37 @@ def patched(owner, name, fn):
     setattr(owner, name, original)
 
 
+def conv3_as_patches(conv_call):
+  """``nnx.Conv.__call__`` computing stride-1 ``3 x ... x 3`` ``'SAME'`` convolutions as
+  im2col: the ``3^d`` shifted copies of the zero-padded input concatenated on the channel axis
+  and one matrix product with the kernel reshaped to ``(3^d cin, cout)`` (the same function of
+  the same parameters); any other convolution goes to ``conv_call``."""
+  import itertools
+
+  import jax.numpy as jnp
+
+  def call(self, x):
+    d = x.ndim - 2
+    plain = all(
+      v in (None, 1) or tuple(v) == (1,) * d
+      for v in (self.strides, self.input_dilation, self.kernel_dilation)
+    )
+    if tuple(self.kernel_size) != (3,) * d or self.padding != "SAME" or not plain:
+      return conv_call(self, x)
+    if self.feature_group_count != 1 or self.mask is not None:
+      return conv_call(self, x)
+    xp = jnp.pad(x, [(0, 0)] + [(1, 1)] * d + [(0, 0)])
+    cols = [
+      xp[(slice(None), *(slice(o, o + n) for o, n in zip(off, x.shape[1:-1], strict=True)))]
+      for off in itertools.product(range(3), repeat=d)
+    ]
+    kernel = self.kernel[...]
+    y = jnp.concatenate(cols, axis=-1) @ kernel.reshape(-1, kernel.shape[-1])
+    return y + self.bias[...] if self.use_bias else y
+
+  return call
+
+
 def check_patches(seed: int = 0) -> dict:
   """Max abs difference of the shipped layers (``seg_jax.models.layers``) from flax's, on
   random inputs (must be ~1e-6)."""
@@ -104,6 +139,10 @@ def check_patches(seed: int = 0) -> dict:
     for layer in (a, b):
       layer.bias[...] = jax.random.normal(jax.random.key(2), layer.bias.shape)
     diffs[ours.__name__] = float(jnp.max(jnp.abs(a(x) - b(x))))
+  conv = nnx.Conv(16, 8, (3, 3), padding="SAME", rngs=nnx.Rngs(0))
+  diffs["conv3 as patches"] = float(
+    jnp.max(jnp.abs(conv3_as_patches(nnx.Conv.__call__)(conv, x) - conv(x)))
+  )
   pooled = layers.max_pool(x, (2, 2))
   diffs["max_pool"] = float(jnp.max(jnp.abs(pooled - nnx.max_pool(x, (2, 2), (2, 2)))))
   for k, v in diffs.items():
@@ -235,6 +274,10 @@ def main(argv=None) -> dict:
     pool = (unet, "max_pool", lambda x, window: nnx.max_pool(x, window, strides=window))
     trainer_step("jax: trainer step, flax's nnx.max_pool", mesh, batch, [pool])
     trainer_step("jax: trainer step, all three flax layers (before)", mesh, batch, [gn, up, pool])
+    im2col = (nnx.Conv, "__call__", conv3_as_patches(nnx.Conv.__call__))
+    trainer_step(
+      "jax: trainer step, 3x3 convolutions as im2col + one matmul", mesh, batch, [im2col]
+    )
     for label, options in XLA_OPTIONS.items():
       trainer_step(f"jax: trainer step, XLA {label}", mesh, batch, options=options)
     trainer_step(
