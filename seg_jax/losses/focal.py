@@ -2,6 +2,8 @@ r"""Focal loss (Lin et al. 2017): sigmoid form (binary/multilabel), softmax form
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -66,6 +68,92 @@ def _check_alpha(alpha, inputs: _common.Inputs):
     return _common.check_class_vector("alpha", alpha, c, loss=_LOSS)
   _check_range("alpha", alpha, 0.0, 1.0, loss=_LOSS)
   return _check_scalar_or_vector("alpha", alpha, c, loss=_LOSS)
+
+
+def _integer_gamma(gamma) -> int | None:
+  """``gamma`` as a Python int if it is known at trace time and :func:`_modulating` powers it by
+  repeated multiplication (an integer in ``[0, _MAX_INT_POW]``), else ``None``."""
+  g = _concrete(gamma)
+  if g is None or g.ndim != 0 or not float(g).is_integer() or not 0 <= g <= _MAX_INT_POW:
+    return None
+  return int(g)
+
+
+def _true_class_terms(scores: jax.Array, class_map: jax.Array, gamma: int):
+  """Per-channel softmax terms and the focal value ``(1 - p_t)^gamma (-log p_t)`` per pixel.
+
+  Returns ``(ch, terms, base, nll, values)`` with ``base = 1 - p_t`` and ``nll = -log p_t``,
+  computed exactly as the plain multiclass path of :func:`focal_loss` does.
+  """
+  x = _common.Inputs(
+    mode="multiclass",
+    scores=scores,
+    from_logits=True,
+    targets=None,
+    weights=None,
+    class_map=class_map,
+  )
+  ch = _Channels(scores.shape)
+  t = softmax_terms(x, ch)
+  nll = softmax_nll_true(x, ch, t)
+  if gamma == 0:
+    return ch, t, None, nll, nll
+  base = ch.sum_except(t.e, class_map) / t.s
+  return ch, t, base, nll, _modulating(base, gamma) * nll
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2,))
+def _softmax_focal_true(scores: jax.Array, class_map: jax.Array, gamma: int) -> jax.Array:
+  r"""Per-pixel softmax focal value ``(1 - p_t)^gamma (-log p_t)`` of an integer class map.
+
+  ``scores`` are ``(batch, *spatial, C)`` logits with ``C <= _UNROLL_MAX`` (channels written out),
+  ``class_map`` the clamped integer labels, ``gamma`` a Python int in ``[0, _MAX_INT_POW]``. The
+  value is computed as on the plain multiclass path of :func:`focal_loss` (the same operations,
+  so the same value); the custom JVP gives the derivative in closed form. With ``q = 1 - p_t``
+  and ``n = -log p_t``:
+
+  .. math::
+    \frac{\partial \ell}{\partial x_c} = k\, (p_c - [c = t]), \qquad
+    k = q^\gamma + \gamma\, q^{\gamma - 1} p_t\, n,
+
+  one per-pixel factor ``k`` times ``p - onehot``. Why: differentiating the formula leaves XLA
+  on CPU a per-channel backward chain (through the true-class pick, ``1 - p_t`` and the power)
+  that it fuses, together with the gradient of any loss added to this one (in ``dice_focal``,
+  dice's per-channel gradient), into the one loop that interleaves the channels of the
+  ``(..., C)`` gradient; that loop then recomputes the per-pixel terms for every channel and is
+  not vectorised: ``dice_focal``'s forward+gradient took 2.8-5x ``dice``'s at (8, 256, 256, 4)
+  on a 2-core CPU, about 2x with this JVP. Two details of the form matter (measured): the
+  derivative is ``k[..., None] * (p - onehot)`` on the ``(..., C)`` layout, so ``k`` reaches the
+  interleaving loop through a broadcast, and ``k`` is computed with a final division, an
+  operation XLA does not fuse into a consumer that broadcasts it; ``k`` is then computed once per
+  pixel, in its own loop (with ``k`` fused, or multiplied into each channel plane, the loop
+  stayed 3-5x slower).
+
+  The forward-mode tangent reduces ``(..., C)`` over the channels, which is slower than the
+  per-channel form on XLA CPU, but reverse mode (the gradient) is the case that matters. Labels
+  enter as constants (no derivative); pixel weights, ``alpha``, ``ignore_index`` and the
+  reductions are applied outside, so their derivatives are automatic.
+  """
+  return _true_class_terms(scores, class_map, gamma)[-1]
+
+
+@_softmax_focal_true.defjvp
+def _softmax_focal_true_jvp(gamma, primals, tangents):
+  scores, class_map = primals
+  ch, t, base, nll, values = _true_class_terms(scores, class_map, gamma)
+  inv = 1.0 / t.s
+  # p - onehot on the (..., C) layout.
+  onehot = ch.is_class(class_map)
+  grad = jnp.stack(
+    [jnp.where(h, e * inv - 1.0, e * inv) for e, h in zip(t.e, onehot, strict=True)], -1
+  )
+  if gamma != 0:
+    # k = q^gamma + gamma q^(gamma - 1) p_t n with p_t = e_t / s, ending in the division.
+    e_t = ch.pick(t.e, class_map)
+    q_g1 = lax.integer_pow(base, gamma - 1)
+    k = (q_g1 * base * t.s + gamma * q_g1 * e_t * nll) / t.s
+    grad = k[..., None] * grad
+  return values, jnp.sum(grad * tangents[0], -1)
 
 
 @register("focal")
@@ -174,6 +262,13 @@ def focal_loss(
 
   if x.mode == "multiclass":
     ch = _Channels(x.scores.shape)
+    g = _integer_gamma(gamma)
+    if x.class_map is not None and x.from_logits and ch.unrolled and g is not None:
+      # The common case: the same value, with a closed-form derivative (see the function).
+      values = _softmax_focal_true(x.scores, x.class_map, g)
+      if a is not None:
+        values = ch.pick(ch.vec(a), x.class_map) * values
+      return reduce_pixel_values(values, x.weights, reduction=reduction, axis_name=axis_name)
     t = softmax_terms(x, ch)
     if x.class_map is not None:
       nll = softmax_nll_true(x, ch, t)
