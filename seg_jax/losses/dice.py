@@ -174,8 +174,7 @@ def _own_loop(*stats: jax.Array) -> tuple[jax.Array, ...]:
   ``optimization_barrier`` keeps XLA from folding ``one`` (a barrier alone on the statistics or
   their cotangents is removed before fusion and changed nothing).
   """
-  one = jax.lax.optimization_barrier(jnp.ones((), jnp.float32))
-  return tuple(s / one for s in stats)
+  return tuple(s / jax.lax.optimization_barrier(jnp.ones((), s.dtype)) for s in stats)
 
 
 def overlap_sums(x: Inputs, *, per_image: bool, axis_name=None, squared: bool = False) -> Stats:
