@@ -11,7 +11,8 @@
 #
 # It prints and saves under $OUT: the devices, a GPU pass of the loss tests (the shard_map tests
 # need 8 devices and are left out), benchmarks/losses.py and benchmarks/train.py on the GPU
-# (JSON + a BENCHMARKS section each), benchmarks/seeds.py (3 seeds vmapped vs in turn: one step,
+# (JSON + a BENCHMARKS section each), benchmarks/heavy_losses.py and a subset of
+# benchmarks/loss_in_step.py, benchmarks/seeds.py (3 seeds vmapped vs in turn: one step,
 # then a whole `compare` in both --seeds_mode), and the main job (configs/focal.py) with its
 # metrics. Each stage has its own time limit, so one that hangs does not take the others with it.
 set -uo pipefail
@@ -46,7 +47,10 @@ python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upg
 export PYTHONPATH="$PWD:/tmp/site"
 data=/tmp/tfds
 
-STAGES="${STAGES:-}"  # e.g. STAGES="devices loss_tests": run only those stages (default: all).
+# e.g. STAGES="devices loss_tests": run only those stages (default: all). All stages' limits add
+# up to more than one device call allows (600 s): split them over calls, e.g. the speed issue's
+# STAGES="devices train_benchmark heavy_losses loss_in_step main_job".
+STAGES="${STAGES:-}"
 
 stage() {  # stage NAME SECONDS COMMAND...: runs it, logs to $OUT/NAME.log, goes on on failure.
   local name=$1 limit=$2
@@ -65,6 +69,11 @@ stage loss_benchmark 150 python3 benchmarks/losses.py --repeats 20 \
   --json "$OUT/losses_gpu.json" --markdown "$OUT/BENCHMARKS_gpu.md"
 stage train_benchmark 90 python3 benchmarks/train.py --data_dir "$data" \
   --json "$OUT/train_gpu.json" --markdown "$OUT/BENCHMARKS_gpu.md"
+stage heavy_losses 90 python3 benchmarks/heavy_losses.py \
+  --json "$OUT/heavy_losses_gpu.json" --markdown "$OUT/BENCHMARKS_gpu.md"
+stage loss_in_step 180 python3 benchmarks/loss_in_step.py --data_dir "$data" --rounds 5 \
+  --losses cross_entropy,dice,dice_focal,focal_tversky,lovasz,cldice,boundary,unified_focal \
+  --json "$OUT/loss_in_step_gpu.json" --markdown "$OUT/BENCHMARKS_gpu.md"
 stage seeds_benchmark 90 python3 benchmarks/seeds.py --seeds 3 --out "$OUT"
 stage seeds_compare 240 python3 benchmarks/seeds.py --compare --seeds 3 --steps 100 \
   --workdir /tmp/seeds_compare --out "$OUT"
