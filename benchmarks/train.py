@@ -558,7 +558,8 @@ def main(argv=None) -> dict:
   p.add_argument(
     "--torch_one_thread",
     action="store_true",
-    help="with --torch: also the PyTorch step with 1 intra-op thread",
+    help="with --torch: also the PyTorch step with 1 intra-op thread (the thread count then "
+    "switches every step, which slows PyTorch's 2-thread steps: judge the goal without it)",
   )
   p.add_argument(
     "--torch_threads", type=int, default=0, help="PyTorch intra-op threads (0: the cores)"
