@@ -103,9 +103,8 @@ def conv3_as_patches(conv_call):
       v in (None, 1) or tuple(v) == (1,) * d
       for v in (self.strides, self.input_dilation, self.kernel_dilation)
     )
+    plain = plain and self.feature_group_count == 1 and self.mask is None
     if tuple(self.kernel_size) != (3,) * d or self.padding != "SAME" or not plain:
-      return conv_call(self, x)
-    if self.feature_group_count != 1 or self.mask is not None:
       return conv_call(self, x)
     xp = jnp.pad(x, [(0, 0)] + [(1, 1)] * d + [(0, 0)])
     cols = [

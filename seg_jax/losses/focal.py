@@ -41,9 +41,10 @@ def _modulating(base: jax.Array, gamma) -> jax.Array:
   ``0 ** gamma`` where ``base <= 0``, which has zero gradient. Integer ``gamma`` (known at trace
   time) uses repeated multiplication, exact and with finite gradient everywhere.
   """
+  n = _integer_gamma(gamma)
+  if n is not None:
+    return lax.integer_pow(base, n)
   g = _concrete(gamma)
-  if g is not None and float(g).is_integer() and 0 <= g <= _MAX_INT_POW:
-    return lax.integer_pow(base, int(g))
   pos = base > 0
   powered = jnp.power(jnp.where(pos, base, 1.0), gamma)
   limit = 0.0 if g is not None else jnp.where(gamma == 0, 1.0, 0.0)
@@ -71,8 +72,8 @@ def _check_alpha(alpha, inputs: _common.Inputs):
 
 
 def _integer_gamma(gamma) -> int | None:
-  """``gamma`` as a Python int if it is known at trace time and :func:`_modulating` powers it by
-  repeated multiplication (an integer in ``[0, _MAX_INT_POW]``), else ``None``."""
+  """``gamma`` as a Python int if it is known at trace time and an integer in
+  ``[0, _MAX_INT_POW]`` (powered by repeated multiplication), else ``None``."""
   g = _concrete(gamma)
   if g is None or g.ndim != 0 or not float(g).is_integer() or not 0 <= g <= _MAX_INT_POW:
     return None
